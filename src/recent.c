@@ -1,0 +1,285 @@
+/*
+ * recent: the K newest (value, time, source) entries, newest first. Order:
+ * time descending, then source ascending (bytes), then value ascending (a
+ * total order on doubles). Merge keeps the K first of the union in that
+ * order, which is associative and commutative. K comes from the config
+ * (default 100); a merge keeps the larger K of the two.
+ *
+ * Encoding: keep varint, count varint, then per entry in order:
+ *   time_us svarint, value f64, source string
+ */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state.h"
+#include "xalloc.h"
+
+struct recent_entry {
+    int64_t time_us;
+    double value;
+    char *source;          /* owned, NUL-terminated */
+    size_t source_len;
+};
+
+struct recent {
+    uint32_t keep;                 /* K */
+    size_t count;
+    struct recent_entry *entries;  /* KEEP slots, COUNT used, in order */
+};
+
+static int64_t
+recent_value_key(double v)
+{
+    int64_t bits;
+
+    memcpy(&bits, &v, sizeof(bits));
+    return bits < 0 ? INT64_MIN - bits - 1 : bits;
+}
+
+/* <0 if A comes before B (is "newer"), 0 if equal, >0 after. */
+static int
+recent_cmp(int64_t a_time, const char *a_src, size_t a_len, double a_value,
+           const struct recent_entry *b)
+{
+    int c;
+    int64_t ka, kb;
+
+    if (a_time != b->time_us)
+        return a_time > b->time_us ? -1 : 1;
+    c = memcmp(a_src, b->source, a_len < b->source_len ? a_len : b->source_len);
+    if (c != 0)
+        return c;
+    if (a_len != b->source_len)
+        return a_len < b->source_len ? -1 : 1;
+    ka = recent_value_key(a_value);
+    kb = recent_value_key(b->value);
+    return ka < kb ? -1 : ka > kb;
+}
+
+static struct recent *
+recent_new(uint32_t keep)
+{
+    struct recent *r = xcalloc(1, sizeof(*r));
+
+    r->keep = keep;
+    r->entries = xcalloc(keep, sizeof(*r->entries));
+    return r;
+}
+
+static void *
+recent_create(const struct state_config *config)
+{
+    uint32_t keep = config != NULL ? config->recent_keep : 0;
+
+    if (keep == 0)
+        keep = RECENT_DEFAULT_KEEP;
+    if (keep > RECENT_KEEP_MAX)
+        keep = RECENT_KEEP_MAX;
+    return recent_new(keep);
+}
+
+static void
+recent_destroy(void *state)
+{
+    struct recent *r = state;
+
+    for (size_t i = 0; i < r->count; i++)
+        free(r->entries[i].source);
+    free(r->entries);
+    free(r);
+}
+
+static void *
+recent_clone(const void *state)
+{
+    const struct recent *r = state;
+    struct recent *c = recent_new(r->keep);
+
+    for (size_t i = 0; i < r->count; i++) {
+        c->entries[i] = r->entries[i];
+        c->entries[i].source = xstrndup(r->entries[i].source,
+                                        r->entries[i].source_len);
+    }
+    c->count = r->count;
+    return c;
+}
+
+/* Inserts an entry in order if it is among the KEEP first. */
+static void
+recent_put(struct recent *r, int64_t time_us, const char *source,
+           size_t source_len, double value)
+{
+    size_t lo = 0, hi = r->count, pos;
+
+    if (r->count == r->keep
+        && recent_cmp(time_us, source, source_len, value,
+                      &r->entries[r->count - 1]) >= 0)
+        return;                      /* not newer than the oldest kept */
+    /* the first entry the new one comes before */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (recent_cmp(time_us, source, source_len, value,
+                       &r->entries[mid]) < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    pos = lo;
+    if (r->count == r->keep) {
+        free(r->entries[r->count - 1].source);
+        r->count--;
+    }
+    memmove(&r->entries[pos + 1], &r->entries[pos],
+            sizeof(*r->entries) * (r->count - pos));
+    r->entries[pos] = (struct recent_entry){
+        .time_us = time_us,
+        .value = value,
+        .source = xstrndup(source, source_len),
+        .source_len = source_len,
+    };
+    r->count++;
+}
+
+static void
+recent_fold(void *state, const struct event *ev)
+{
+    recent_put(state, ev->time_us, ev->source, ev->source_len, ev->value);
+}
+
+static int
+recent_merge(void *dst, const void *src)
+{
+    struct recent *d = dst;
+    const struct recent *s = src;
+
+    if (s->keep > d->keep) {
+        d->entries = xrealloc(d->entries, sizeof(*d->entries) * s->keep);
+        d->keep = s->keep;
+    }
+    for (size_t i = 0; i < s->count; i++)
+        recent_put(d, s->entries[i].time_us, s->entries[i].source,
+                   s->entries[i].source_len, s->entries[i].value);
+    return 0;
+}
+
+static int
+recent_empty(const void *state)
+{
+    return ((const struct recent *)state)->count == 0;
+}
+
+static void
+recent_encode(const void *state, struct buf_writer *out)
+{
+    const struct recent *r = state;
+
+    buf_put_u8(out, EVENT_RECENT);
+    buf_put_u8(out, STATE_FORMAT_VERSION);
+    buf_put_varint(out, r->keep);
+    buf_put_varint(out, r->count);
+    for (size_t i = 0; i < r->count; i++) {
+        buf_put_svarint(out, r->entries[i].time_us);
+        buf_put_double(out, r->entries[i].value);
+        buf_put_string(out, r->entries[i].source, r->entries[i].source_len);
+    }
+}
+
+static void *
+recent_decode(struct buf_reader *in, char *err, size_t errlen)
+{
+    struct recent *r = NULL;
+    uint8_t type, version;
+    uint64_t keep, count;
+
+    if (buf_get_u8(in, &type) != 0 || buf_get_u8(in, &version) != 0
+        || buf_get_varint(in, &keep) != 0 || buf_get_varint(in, &count) != 0)
+        goto truncated;
+    if (type != EVENT_RECENT || version != STATE_FORMAT_VERSION) {
+        snprintf(err, errlen, "recent: bad type %u or version %u", type,
+                 version);
+        return NULL;
+    }
+    if (keep == 0 || keep > RECENT_KEEP_MAX || count > keep) {
+        snprintf(err, errlen, "recent: bad keep %llu or count %llu",
+                 (unsigned long long)keep, (unsigned long long)count);
+        return NULL;
+    }
+    r = recent_new((uint32_t)keep);
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *src;
+        size_t len;
+        int64_t time_us;
+        double value;
+
+        if (buf_get_svarint(in, &time_us) != 0
+            || buf_get_double(in, &value) != 0
+            || buf_get_string(in, &src, &len, EVENT_SOURCE_MAX) != 0)
+            goto truncated;
+        if (!event_source_valid((const char *)src, len)
+            || !event_value_valid(value)) {
+            snprintf(err, errlen, "recent: entry %zu invalid", (size_t)i);
+            goto fail;
+        }
+        if (i > 0 && recent_cmp(time_us, (const char *)src, len, value,
+                                &r->entries[i - 1]) < 0) {
+            snprintf(err, errlen, "recent: entries out of order");
+            goto fail;
+        }
+        r->entries[i] = (struct recent_entry){
+            .time_us = time_us,
+            .value = value,
+            .source = xstrndup((const char *)src, len),
+            .source_len = len,
+        };
+        r->count++;
+    }
+    return r;
+
+truncated:
+    snprintf(err, errlen, "recent: truncated or malformed");
+fail:
+    if (r != NULL)
+        recent_destroy(r);
+    return NULL;
+}
+
+static struct json_object *
+recent_render(const void *state, const struct state_render_context *ctx)
+{
+    const struct recent *r = state;
+    struct json_object *o = json_object_new_object();
+    struct json_object *list = json_object_new_array_ext((int)r->count);
+
+    (void)ctx;
+    for (size_t i = 0; i < r->count; i++) {
+        struct json_object *e = json_object_new_object();
+
+        json_object_object_add(e, "value",
+                               json_object_new_double(r->entries[i].value));
+        json_object_object_add(e, "time", json_object_new_double(
+            (double)r->entries[i].time_us / (double)EVENT_US_PER_SECOND));
+        json_object_object_add(e, "source",
+                               json_object_new_string_len(
+                                   r->entries[i].source,
+                                   (int)r->entries[i].source_len));
+        json_object_array_add(list, e);
+    }
+    json_object_object_add(o, "entries", list);
+    return o;
+}
+
+const struct state_ops recent_ops = {
+    .type = EVENT_RECENT,
+    .create = recent_create,
+    .destroy = recent_destroy,
+    .clone = recent_clone,
+    .fold = recent_fold,
+    .merge = recent_merge,
+    .empty = recent_empty,
+    .encode = recent_encode,
+    .decode = recent_decode,
+    .render = recent_render,
+};
