@@ -303,6 +303,8 @@ static int
 codec_decode_partial(struct buf_reader *r, struct codec_entry *e, char *why,
                      size_t whylen)
 {
+    uint64_t first, span;
+
     if (codec_get_metric_prefix(r, e, 0, why, whylen) != 0
         || codec_get_svarint(r, "bucket start", &e->u.partial.bucket_start_s,
                              why, whylen) != 0)
@@ -313,6 +315,23 @@ codec_decode_partial(struct buf_reader *r, struct codec_entry *e, char *why,
                   CODEC_BUCKET_GRANULE_S);
         return -1;
     }
+    if (e->u.partial.bucket_start_s > INT64_MAX / CODEC_US_PER_S
+                                      - CODEC_GRANULE_US
+        || e->u.partial.bucket_start_s < INT64_MIN / CODEC_US_PER_S
+                                         + CODEC_GRANULE_US) {
+        codec_say(why, whylen, "bucket start out of range");
+        return -1;
+    }
+    if (codec_get_varint(r, "first offset", &first, why, whylen) != 0
+        || codec_get_varint(r, "time span", &span, why, whylen) != 0)
+        return -1;
+    if (first >= CODEC_GRANULE_US || span >= CODEC_GRANULE_US - first) {
+        codec_say(why, whylen, "event times outside the granule");
+        return -1;
+    }
+    e->u.partial.first_us = e->u.partial.bucket_start_s * CODEC_US_PER_S
+                            + (int64_t)first;
+    e->u.partial.last_us = e->u.partial.first_us + (int64_t)span;
     if (codec_get_varint(r, "event count", &e->u.partial.event_count, why,
                          whylen) != 0)
         return -1;
@@ -877,10 +896,12 @@ codec_put_event(struct codec_encoder *enc, uint16_t slot, uint64_t generation,
 int
 codec_put_partial(struct codec_encoder *enc, uint16_t slot,
                   enum event_type type, uint64_t generation, const char *name,
-                  size_t name_len, int64_t bucket_start_s,
-                  uint64_t event_count, const void *state, size_t state_len)
+                  size_t name_len, int64_t bucket_start_s, int64_t first_us,
+                  int64_t last_us, uint64_t event_count, const void *state,
+                  size_t state_len)
 {
     size_t payload;
+    int64_t granule_us;
 
     if (codec_check_metric_prefix(enc, slot, (unsigned)type, 0, name,
                                   name_len) != 0)
@@ -889,6 +910,19 @@ codec_put_partial(struct codec_encoder *enc, uint16_t slot,
         codec_say(enc->err, sizeof(enc->err), "bucket start %lld not a "
                   "multiple of %d", (long long)bucket_start_s,
                   CODEC_BUCKET_GRANULE_S);
+        return -1;
+    }
+    /* a bucket start this far out could not be a valid event time */
+    if (bucket_start_s > INT64_MAX / CODEC_US_PER_S - CODEC_GRANULE_US
+        || bucket_start_s < INT64_MIN / CODEC_US_PER_S + CODEC_GRANULE_US) {
+        codec_say(enc->err, sizeof(enc->err), "bucket start out of range");
+        return -1;
+    }
+    granule_us = bucket_start_s * CODEC_US_PER_S;
+    if (first_us < granule_us || last_us < first_us
+        || last_us >= granule_us + CODEC_GRANULE_US) {
+        codec_say(enc->err, sizeof(enc->err),
+                  "event times outside the granule");
         return -1;
     }
     if (event_count == 0) {
@@ -902,6 +936,8 @@ codec_put_partial(struct codec_encoder *enc, uint16_t slot,
     codec_put_metric_prefix(enc->out, slot, (uint8_t)type, generation, name,
                             name_len);
     buf_put_svarint(enc->out, bucket_start_s);
+    buf_put_varint(enc->out, (uint64_t)(first_us - granule_us));
+    buf_put_varint(enc->out, (uint64_t)(last_us - first_us));
     buf_put_varint(enc->out, event_count);
     buf_put_string(enc->out, state, state_len);
     return codec_entry_close(enc, payload);
@@ -976,6 +1012,7 @@ codec_put_entry(struct codec_encoder *enc, const struct codec_entry *e)
         return codec_put_partial(enc, e->slot, (enum event_type)e->type,
                                  e->generation, e->name, e->name_len,
                                  e->u.partial.bucket_start_s,
+                                 e->u.partial.first_us, e->u.partial.last_us,
                                  e->u.partial.event_count, e->u.partial.state,
                                  e->u.partial.state_len);
     case CODEC_ENTRY_TOMBSTONE:

@@ -51,6 +51,8 @@
 #define CODEC_METRIC_MAX (16u * 1024u * 1024u)    /* METRIC_STATE bytes */
 #define CODEC_DEDUP_KEYS_MAX (1u << 20)           /* per DEDUP_KEYS entry */
 #define CODEC_BUCKET_GRANULE_S 10                 /* PARTIAL bucket_start */
+#define CODEC_US_PER_S 1000000LL
+#define CODEC_GRANULE_US (CODEC_BUCKET_GRANULE_S * CODEC_US_PER_S)
 #define CODEC_ERR_MAX 160                         /* encoder reason buffer */
 
 /* Sub-batch flags. Any other bit set is an error in version 1. */
@@ -96,6 +98,8 @@ struct codec_entry {
         struct event event;
         struct {
             int64_t bucket_start_s;   /* multiple of 10 */
+            int64_t first_us;         /* earliest folded event time */
+            int64_t last_us;          /* latest; both inside the granule */
             uint64_t event_count;     /* >= 1 */
             const uint8_t *state;     /* opaque, 1..CODEC_STATE_MAX */
             size_t state_len;
@@ -205,7 +209,8 @@ int codec_put_event(struct codec_encoder *enc, uint16_t slot,
 int codec_put_partial(struct codec_encoder *enc, uint16_t slot,
                       enum event_type type, uint64_t generation,
                       const char *name, size_t name_len,
-                      int64_t bucket_start_s, uint64_t event_count,
+                      int64_t bucket_start_s, int64_t first_us,
+                      int64_t last_us, uint64_t event_count,
                       const void *state, size_t state_len);
 /* TYPE may be CODEC_TYPE_ANY. */
 int codec_put_tombstone(struct codec_encoder *enc, uint16_t slot,
@@ -229,7 +234,7 @@ int codec_subbatch_end(struct codec_encoder *enc);
 /* Finishes the message: writes the sub-batch count, body length and CRC.
  * 0, with the whole message at OUT->data + ENC->message_start; or -1 (no
  * sub-batch, one still open, or too large) with OUT truncated back to
- * where the message began. */
+ * where the message began; start again with codec_message_begin. */
 int codec_message_end(struct codec_encoder *enc);
 
 /* Bytes of the message written so far (header included). */

@@ -140,10 +140,15 @@ slotmap_rebalance(const struct slotmap *old, uint32_t new_m)
     uint32_t base, extra;
     struct slotmap *map;
 
-    if (new_m < 1 || new_m > SLOTMAP_INSTANCES_MAX || old->version == UINT64_MAX)
+    if (new_m < 1 || new_m > SLOTMAP_INSTANCES_MAX
+        || old->version == UINT64_MAX || old->instances < 1
+        || old->instances > SLOTMAP_INSTANCES_MAX)
         return NULL;
-    for (size_t s = 0; s < SLOTMAP_SLOTS; s++)
+    for (size_t s = 0; s < SLOTMAP_SLOTS; s++) {
+        if (old->owner[s] >= old->instances)
+            return NULL;          /* not a map slotmap_* made */
         count[old->owner[s]]++;
+    }
     base = SLOTMAP_SLOTS / new_m;
     extra = SLOTMAP_SLOTS % new_m;
     for (uint32_t i = 0; i < new_m; i++) {

@@ -58,7 +58,8 @@ size_t slotmap_slots_owned(const struct slotmap *map, uint32_t instance);
  * instances that own the most slots (ties: lower instance first), which
  * keeps movement minimal: going from M to M+1 on a balanced map moves at
  * most ceil(SLOTMAP_SLOTS / (M+1)) slots. OLD is borrowed. NULL if NEW_M is
- * out of range or the version would overflow.
+ * out of range, the version would overflow, or OLD is malformed (an owner
+ * >= OLD->instances).
  */
 struct slotmap *slotmap_rebalance(const struct slotmap *old, uint32_t new_m);
 

@@ -123,7 +123,9 @@ build_message_a(struct buf_writer *w)
                        "fe-2", 8, 1, -1);
     assert_int_equal(codec_subbatch_begin(&enc, &sb), 0);
     assert_int_equal(codec_put_partial(&enc, 100, EVENT_PERCENTILE, 2,
-                                       "api.latency", 11, 1764000000, 42,
+                                       "api.latency", 11, 1764000000,
+                                       1764000000250000LL, 1764000009999999LL,
+                                       42,
                                        partial_state, sizeof(partial_state)),
                      0);
     assert_int_equal(codec_put_tombstone(&enc, 200, CODEC_TYPE_ANY, 5,
@@ -177,7 +179,9 @@ build_message_c(struct buf_writer *w)
         for (int i = 0; i < 4; i++) {
             assert_int_equal(codec_put_partial(&enc, (uint16_t)(i * 1000),
                                                EVENT_COUNTER, (uint64_t)i,
-                                               "c.n", 3, -10 * i, 1 + i,
+                                               "c.n", 3, -10 * i,
+                                               -10000000LL * i,
+                                               -10000000LL * i + i, 1 + i,
                                                partial_state, 3 + i % 2),
                              0);
             assert_int_equal(codec_put_tombstone(&enc, (uint16_t)i,
@@ -243,6 +247,8 @@ messages_equal(const struct codec_message *a, const struct codec_message *b)
                 break;
             case CODEC_ENTRY_PARTIAL:
                 if (e->u.partial.bucket_start_s != f->u.partial.bucket_start_s
+                    || e->u.partial.first_us != f->u.partial.first_us
+                    || e->u.partial.last_us != f->u.partial.last_us
                     || e->u.partial.event_count != f->u.partial.event_count
                     || !bytes_equal(e->u.partial.state, e->u.partial.state_len,
                                     f->u.partial.state,
@@ -370,7 +376,8 @@ raw_tombstone(struct buf_writer *w, uint16_t slot, uint8_t type,
     buf_writer_destroy(&p);
 }
 
-/* A body of COUNT (1..) valid tombstones with a single sub-batch. */
+/* Wraps BODY in a valid header, decodes it expecting failure, and returns
+ * the reason (static). */
 static const char *
 raw_decode_error(const struct buf_writer *body)
 {
@@ -500,6 +507,8 @@ test_round_trip_every_kind(void **unused)
     assert_true(e->generation == 2);
     assert_memory_equal(e->name, "api.latency", 11);
     assert_true(e->u.partial.bucket_start_s == 1764000000);
+    assert_true(e->u.partial.first_us == 1764000000250000LL);
+    assert_true(e->u.partial.last_us == 1764000009999999LL);
     assert_true(e->u.partial.event_count == 42);
     assert_int_equal(e->u.partial.state_len, sizeof(partial_state));
     assert_memory_equal(e->u.partial.state, partial_state,
@@ -711,16 +720,30 @@ test_encoder_rejects_bad_fields(void **unused)
     assert_int_equal(codec_put_event(&enc, 1, 1, &ev), -1);
     assert_string_equal(enc.err, "source length 201 out of range 0..200");
     assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, 15,
-                                       1, "s", 1), -1);
+                                       15000000, 15000000, 1, "s", 1), -1);
     assert_string_equal(enc.err, "bucket start 15 not a multiple of 10");
     assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, -20,
-                                       0, "s", 1), -1);
+                                       -20000000, -20000000, 0, "s", 1), -1);
     assert_string_equal(enc.err, "event count 0");
+    assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, 20,
+                                       19999999, 20000000, 1, "s", 1), -1);
+    assert_string_equal(enc.err, "event times outside the granule");
+    assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, 20,
+                                       20000000, 30000000, 1, "s", 1), -1);
+    assert_string_equal(enc.err, "event times outside the granule");
+    assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, 20,
+                                       25000000, 21000000, 1, "s", 1), -1);
+    assert_string_equal(enc.err, "event times outside the granule");
+    assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1,
+                                       INT64_MAX / 10 * 10, 0, 0, 1, "s", 1),
+                     -1);
+    assert_string_equal(enc.err, "bucket start out of range");
     assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, -20,
-                                       1, "s", 0), -1);
+                                       -20000000, -20000000, 1, "s", 0), -1);
     assert_string_equal(enc.err, "state length 0 out of range 1..1048576");
     assert_int_equal(codec_put_partial(&enc, 1, EVENT_COUNTER, 1, "a", 1, -20,
-                                       1, "s", CODEC_STATE_MAX + 1), -1);
+                                       -20000000, -20000000, 1, "s",
+                                       CODEC_STATE_MAX + 1), -1);
     assert_string_equal(enc.err,
                         "state length 1048577 out of range 1..1048576");
     assert_int_equal(codec_put_tombstone(&enc, 1, 6, 1, "a", 1, 0), -1);

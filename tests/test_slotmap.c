@@ -233,6 +233,9 @@ test_rebalance_grow(void **unused)
         assert_null(slotmap_rebalance(a, SLOTMAP_INSTANCES_MAX + 1));
         a->version = UINT64_MAX;
         assert_null(slotmap_rebalance(a, 4));
+        a->version = 1;
+        a->owner[0] = 3;              /* owner >= instances: malformed */
+        assert_null(slotmap_rebalance(a, 4));
         slotmap_destroy(b);
         slotmap_destroy(a);
     }
