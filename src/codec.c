@@ -70,8 +70,7 @@ codec_say(char *err, size_t errlen, const char *fmt, ...)
 }
 
 /* The event name rule of event.h ([A-Za-z0-9._:/-], 1..EVENT_NAME_MAX),
- * kept here so that the codec depends on no other module's code. Returns
- * 0, or -1 with a reason. */
+ * with a precise reason. Returns 0, or -1 with a reason. */
 static int
 codec_check_name(const char *name, size_t len, char *why, size_t whylen)
 {
@@ -83,9 +82,7 @@ codec_check_name(const char *name, size_t len, char *why, size_t whylen)
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
 
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
-              || c == '/' || c == '-')) {
+        if (!event_name_char_valid(c)) {
             codec_say(why, whylen, "bad name character 0x%02x", c);
             return -1;
         }

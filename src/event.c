@@ -50,18 +50,21 @@ event_type_parse(const char *s, size_t len, enum event_type *type)
 }
 
 int
+event_name_char_valid(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
+           || c == '/' || c == '-';
+}
+
+int
 event_name_valid(const char *name, size_t len)
 {
     if (len < 1 || len > EVENT_NAME_MAX)
         return 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':'
-              || c == '/' || c == '-'))
+    for (size_t i = 0; i < len; i++)
+        if (!event_name_char_valid((unsigned char)name[i]))
             return 0;
-    }
     return 1;
 }
 

@@ -75,6 +75,7 @@ int event_type_parse(const char *s, size_t len, enum event_type *type);
 
 /* 1 if valid, else 0. */
 int event_name_valid(const char *name, size_t len);
+int event_name_char_valid(unsigned char c);      /* [A-Za-z0-9._:/-] */
 int event_source_valid(const char *source, size_t len);
 int event_string_valid(const char *s, size_t len);   /* unique values */
 int event_value_valid(double v);

@@ -148,17 +148,6 @@ test_corruption(void **unused)
 }
 
 static void
-expect_refused(const uint8_t *bytes, size_t len, const char *message)
-{
-    struct buf_reader r;
-    char err[128] = "";
-
-    buf_reader_init(&r, bytes, len);
-    assert_null(ops->decode(&r, err, sizeof(err)));
-    assert_string_equal(err, message);
-}
-
-static void
 test_decode_refusals(void **unused)
 {
     const uint8_t wrong_type[] = { EVENT_GAUGE, 1, 1, 0, 2 };
@@ -169,14 +158,14 @@ test_decode_refusals(void **unused)
     const uint8_t bad_sum_tag[] = { EVENT_COUNTER, 1, 1, 7, 2 };
 
     (void)unused;
-    expect_refused(wrong_type, sizeof(wrong_type),
+    teststate_expect_refused(ops, wrong_type, sizeof(wrong_type),
                    "counter: bad type 2 or version 1");
-    expect_refused(wrong_version, sizeof(wrong_version),
+    teststate_expect_refused(ops, wrong_version, sizeof(wrong_version),
                    "counter: bad type 1 or version 2");
-    expect_refused(sum_without_events, sizeof(sum_without_events),
+    teststate_expect_refused(ops, sum_without_events, sizeof(sum_without_events),
                    "counter: non-zero sum without events");
-    expect_refused(nan_sum, sizeof(nan_sum), "counter: truncated or malformed");
-    expect_refused(bad_sum_tag, sizeof(bad_sum_tag),
+    teststate_expect_refused(ops, nan_sum, sizeof(nan_sum), "counter: truncated or malformed");
+    teststate_expect_refused(ops, bad_sum_tag, sizeof(bad_sum_tag),
                    "counter: truncated or malformed");
 }
 

@@ -117,17 +117,6 @@ test_corruption(void **unused)
     }
 }
 
-static void
-expect_refused(const uint8_t *bytes, size_t len, const char *message)
-{
-    struct buf_reader r;
-    char err[128] = "";
-
-    buf_reader_init(&r, bytes, len);
-    assert_null(ops->decode(&r, err, sizeof(err)));
-    assert_string_equal(err, message);
-}
-
 #define ONE 0, 0, 0, 0, 0, 0, 0xf0, 0x3f    /* 1.0 */
 
 static void
@@ -143,13 +132,13 @@ test_decode_refusals(void **unused)
     const uint8_t huge_count[] = { EVENT_GAUGE, 1, 0xff, 0xff, 0xff, 0x0f };
 
     (void)unused;
-    expect_refused(unsorted, sizeof(unsorted),
+    teststate_expect_refused(ops, unsorted, sizeof(unsorted),
                    "gauge: sources not in strict order");
-    expect_refused(duplicate, sizeof(duplicate),
+    teststate_expect_refused(ops, duplicate, sizeof(duplicate),
                    "gauge: sources not in strict order");
-    expect_refused(control, sizeof(control), "gauge: entry 0 invalid");
-    expect_refused(infinite, sizeof(infinite), "gauge: entry 0 invalid");
-    expect_refused(huge_count, sizeof(huge_count),
+    teststate_expect_refused(ops, control, sizeof(control), "gauge: entry 0 invalid");
+    teststate_expect_refused(ops, infinite, sizeof(infinite), "gauge: entry 0 invalid");
+    teststate_expect_refused(ops, huge_count, sizeof(huge_count),
                    "gauge: truncated or malformed");
 }
 

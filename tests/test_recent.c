@@ -143,17 +143,6 @@ test_corruption(void **unused)
     }
 }
 
-static void
-expect_refused(const uint8_t *bytes, size_t len, const char *message)
-{
-    struct buf_reader r;
-    char err[128] = "";
-
-    buf_reader_init(&r, bytes, len);
-    assert_null(ops->decode(&r, err, sizeof(err)));
-    assert_string_equal(err, message);
-}
-
 #define ONE 0, 0, 0, 0, 0, 0, 0xf0, 0x3f    /* 1.0 */
 
 static void
@@ -167,13 +156,13 @@ test_decode_refusals(void **unused)
                                     4, ONE, 0 };
 
     (void)unused;
-    expect_refused(zero_keep, sizeof(zero_keep),
+    teststate_expect_refused(ops, zero_keep, sizeof(zero_keep),
                    "recent: bad keep 0 or count 0");
-    expect_refused(over_keep, sizeof(over_keep),
+    teststate_expect_refused(ops, over_keep, sizeof(over_keep),
                    "recent: bad keep 1 or count 2");
-    expect_refused(huge_keep, sizeof(huge_keep),
+    teststate_expect_refused(ops, huge_keep, sizeof(huge_keep),
                    "recent: bad keep 10001 or count 0");
-    expect_refused(older_first, sizeof(older_first),
+    teststate_expect_refused(ops, older_first, sizeof(older_first),
                    "recent: entries out of order");
 }
 

@@ -174,4 +174,17 @@ teststate_check_corruption(const struct state_ops *ops, const void *st,
     buf_writer_destroy(&w);
 }
 
+/* Decoding BYTES fails with exactly MESSAGE. */
+static inline void
+teststate_expect_refused(const struct state_ops *ops, const uint8_t *bytes,
+                         size_t len, const char *message)
+{
+    struct buf_reader r;
+    char err[128] = "";
+
+    buf_reader_init(&r, bytes, len);
+    assert_null(ops->decode(&r, err, sizeof(err)));
+    assert_string_equal(err, message);
+}
+
 #endif
