@@ -1002,7 +1002,7 @@ test_random_flips(void **unused)
         buf_writer_create(&w, 0);
         build[b](&w);
         copy = malloc(w.len);
-        for (int round = 0; round < FLIP_ROUNDS; round++) {
+        for (int round = 0; round < testrand_scale(FLIP_ROUNDS); round++) {
             size_t flips = 1 + (size_t)testrand_below(&r, 3);
             struct codec_message m, m2;
             char err[ERRLEN];

@@ -36,7 +36,7 @@ test_split_merge_integers_exact(void **unused)
 
     (void)unused;
     testrand_seed(&r, 1);
-    for (int set = 0; set < teststate_scale(SETS); set++) {
+    for (int set = 0; set < testrand_scale(SETS); set++) {
         size_t n = make_values(&r, evs, 1);
         void *one = teststate_fold(ops, NULL, evs, n);
         void *split = teststate_fold_split(ops, NULL, evs, n, &r);
@@ -69,7 +69,7 @@ test_split_merge_fractions_within_tolerance(void **unused)
 
     (void)unused;
     testrand_seed(&r, 2);
-    for (int set = 0; set < teststate_scale(SETS); set++) {
+    for (int set = 0; set < testrand_scale(SETS); set++) {
         size_t n = make_values(&r, evs, 0);
         long double reference = 0;
         void *split = teststate_fold_split(ops, NULL, evs, n, &r);
@@ -138,7 +138,7 @@ test_corruption(void **unused)
 
     (void)unused;
     testrand_seed(&r, 4);
-    for (int set = 0; set < teststate_scale(50); set++) {
+    for (int set = 0; set < testrand_scale(50); set++) {
         size_t n = make_values(&r, evs, set % 2);
         void *st = teststate_fold(ops, NULL, evs, n);
 

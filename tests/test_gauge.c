@@ -43,7 +43,7 @@ test_split_merge_same_bytes(void **unused)
 
     (void)unused;
     testrand_seed(&r, 11);
-    for (int set = 0; set < teststate_scale(SETS); set++) {
+    for (int set = 0; set < testrand_scale(SETS); set++) {
         size_t n = make_events(&r, evs);
         void *one = teststate_fold(ops, NULL, evs, n);
         void *split = teststate_fold_split(ops, NULL, evs, n, &r);
@@ -108,7 +108,7 @@ test_corruption(void **unused)
 
     (void)unused;
     testrand_seed(&r, 12);
-    for (int set = 0; set < teststate_scale(40); set++) {
+    for (int set = 0; set < testrand_scale(40); set++) {
         size_t n = make_events(&r, evs);
         void *st = teststate_fold(ops, NULL, evs, n);
 

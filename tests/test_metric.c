@@ -218,7 +218,7 @@ test_merge_and_partials_property(void **unused)
 
     (void)unused;
     testrand_seed(&r, 31);
-    for (int set = 0; set < teststate_scale(150); set++) {
+    for (int set = 0; set < testrand_scale(150); set++) {
         enum event_type type = (enum event_type)(1 + set % 5);
         const struct state_ops *ops = state_ops_for(type);
         size_t n = make_events(&r, type, evs, METRIC_EVENTS, strings);

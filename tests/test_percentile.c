@@ -410,7 +410,7 @@ check_merge_property(int integers, uint64_t seed)
     int collapsed = 0;
 
     testrand_seed(&r, seed);
-    for (int set = 0; set < PROPERTY_SETS; set++) {
+    for (int set = 0; set < testrand_scale(PROPERTY_SETS); set++) {
         size_t n = testrand_below(&r, PROPERTY_VALUES_MAX + 1);
         void *whole, *merged;
         uint8_t *a, *b;
@@ -476,9 +476,9 @@ check_merge_property(int integers, uint64_t seed)
         ops->destroy(merged);
     }
     if (!integers)
-        assert_true(collapsed > PROPERTY_SETS / 10);
+        assert_true(collapsed > testrand_scale(PROPERTY_SETS) / 10);
     print_message("merge property (%s): %d sets, %d wide enough to collapse\n",
-                  integers ? "integers" : "reals", PROPERTY_SETS, collapsed);
+                  integers ? "integers" : "reals", testrand_scale(PROPERTY_SETS), collapsed);
     free(v);
 }
 
@@ -809,7 +809,7 @@ test_fuzz(void **unused)
         samples[k] = encode_state(s, &lens[k]);
         ops->destroy(s);
     }
-    for (int i = 0; i < FUZZ_FLIPS; i++) {
+    for (int i = 0; i < testrand_scale(FUZZ_FLIPS); i++) {
         int k = (int)testrand_below(&r, SAMPLE_STATES);
         uint8_t *copy = xmalloc(lens[k]);
         int flips = 1 + (int)testrand_below(&r, 3);
@@ -826,7 +826,7 @@ test_fuzz(void **unused)
         check_fuzzed(copy, lens[k], &accepted);
         free(copy);
     }
-    for (int i = 0; i < FUZZ_RANDOM; i++) {
+    for (int i = 0; i < testrand_scale(FUZZ_RANDOM); i++) {
         size_t len = testrand_below(&r, FUZZ_RANDOM_LEN_MAX + 1);
         uint8_t *buf = xmalloc(len + 2);
 
@@ -843,7 +843,7 @@ test_fuzz(void **unused)
     for (int k = 0; k < SAMPLE_STATES; k++)
         free(samples[k]);
     print_message("fuzz: %d of %d mutated inputs decoded (all re-encode)\n",
-                  accepted, FUZZ_FLIPS + FUZZ_RANDOM);
+                  accepted, testrand_scale(FUZZ_FLIPS + FUZZ_RANDOM));
 }
 
 /* Decodes exactly BYTES and expects rejection. */

@@ -38,7 +38,7 @@ test_split_merge_same_bytes(void **unused)
 
     (void)unused;
     testrand_seed(&r, 21);
-    for (int set = 0; set < teststate_scale(SETS); set++) {
+    for (int set = 0; set < testrand_scale(SETS); set++) {
         struct state_config cfg = {
             .recent_keep = (uint32_t)(1 + testrand_below(&r, 120)) };
         size_t n = make_events(&r, evs);
@@ -134,7 +134,7 @@ test_corruption(void **unused)
 
     (void)unused;
     testrand_seed(&r, 22);
-    for (int set = 0; set < teststate_scale(40); set++) {
+    for (int set = 0; set < testrand_scale(40); set++) {
         size_t n = make_events(&r, evs);
         void *st = teststate_fold(ops, NULL, evs, n);
 

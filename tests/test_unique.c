@@ -408,7 +408,7 @@ test_split_merge_property(void **unused)
     testrand_seed(&rng, 0x756e6971);
     buf_writer_create(&whole_bytes, 64);
     buf_writer_create(&w, 64);
-    for (int set = 0; set < PROP_SETS; set++) {
+    for (int set = 0; set < testrand_scale(PROP_SETS); set++) {
         size_t size = property_set_size(&rng);
         size_t parts = PROP_PARTS_MIN
                        + testrand_below(&rng, PROP_PARTS_MAX - PROP_PARTS_MIN + 1);
@@ -463,8 +463,8 @@ test_split_merge_property(void **unused)
         unique_ops.destroy(whole);
     }
     /* Both canonical forms were exercised. */
-    assert_true(sparse_sets > PROP_SETS / 2);
-    assert_true(dense_sets > PROP_SETS / 20);
+    assert_true(sparse_sets > (size_t)testrand_scale(PROP_SETS) / 2);
+    assert_true(dense_sets > (size_t)testrand_scale(PROP_SETS) / 20);
     print_message("split/merge: %zu sparse sets, %zu dense sets\n",
                   sparse_sets, dense_sets);
     buf_writer_destroy(&whole_bytes);
@@ -621,7 +621,7 @@ test_byte_flips(void **unused)
     (void)unused;
     sample_encodings(enc, SAMPLE_COUNT);
     testrand_seed(&rng, 0xf11b);
-    for (int t = 0; t < FLIP_TRIALS; t++) {
+    for (int t = 0; t < testrand_scale(FLIP_TRIALS); t++) {
         const struct buf_writer *base = &enc[testrand_below(&rng, SAMPLE_COUNT)];
         uint8_t *copy = xmalloc(base->len);
         uint64_t flips = 1 + testrand_below(&rng, 3);
@@ -637,7 +637,7 @@ test_byte_flips(void **unused)
         free(copy);
     }
     /* Random short garbage after a valid prefix. */
-    for (int t = 0; t < GARBAGE_TRIALS; t++) {
+    for (int t = 0; t < testrand_scale(GARBAGE_TRIALS); t++) {
         size_t len = PREFIX_BYTES + 1 + testrand_below(&rng, GARBAGE_LEN_MAX);
         uint8_t *garbage = xmalloc(len);
 

@@ -8,6 +8,17 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+/* How many random cases to run: N, or 20 N when TALLY_LONG=1 (make
+ * check-long). */
+static inline int
+testrand_scale(int n)
+{
+    const char *s = getenv("TALLY_LONG");
+
+    return s != NULL && s[0] == '1' ? n * 20 : n;
+}
 
 struct testrand {
     uint64_t s;

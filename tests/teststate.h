@@ -28,15 +28,6 @@
 
 #define TESTSTATE_MAX_PARTS 8
 
-/* Iteration counts: TALLY_LONG=1 (make check-long) multiplies them. */
-static inline int
-teststate_scale(int n)
-{
-    const char *s = getenv("TALLY_LONG");
-
-    return s != NULL && s[0] == '1' ? n * 20 : n;
-}
-
 static inline void *
 teststate_fold(const struct state_ops *ops, const struct state_config *cfg,
                const struct event *evs, size_t n)
