@@ -246,6 +246,8 @@ buf_get_varint(struct buf_reader *r, uint64_t *v)
         b = r->data[r->pos++];
         if (i == BUF_VARINT_MAX_BYTES - 1 && b > 1)
             return -1;             /* more than 64 bits */
+        if (i > 0 && b == 0)
+            return -1;             /* overlong: not the shortest form */
         x |= (uint64_t)(b & 0x7f) << (7 * i);
         if ((b & 0x80) == 0) {
             *v = x;

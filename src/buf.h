@@ -4,7 +4,8 @@
  * its end and reports a short or malformed field with -1.
  *
  * Integers are little-endian. A "varint" is unsigned LEB128 of at most 10
- * bytes (a longer or overflowing one is malformed); signed values use
+ * bytes in its shortest form (a longer, overlong or overflowing one is
+ * malformed, so equal values have equal bytes); signed values use
  * zigzag before LEB128. Doubles are IEEE-754 binary64, little-endian.
  */
 #ifndef TALLY_BUF_H

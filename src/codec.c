@@ -279,6 +279,10 @@ codec_decode_event(struct buf_reader *r, struct codec_entry *e, char *why,
             return -1;
         ev->str = (const char *)p;
         ev->value = 0;
+        if (!event_string_valid(ev->str, ev->str_len)) {
+            codec_say(why, whylen, "string is not valid UTF-8");
+            return -1;
+        }
     } else {
         if (buf_get_double(r, &ev->value) != 0) {
             codec_say(why, whylen, "truncated value");
@@ -293,6 +297,11 @@ codec_decode_event(struct buf_reader *r, struct codec_entry *e, char *why,
                          &ev->source_len, why, whylen) != 0)
         return -1;
     ev->source = ev->source_len == 0 ? "" : (const char *)p;
+    if (!event_source_valid(ev->source, ev->source_len)) {
+        codec_say(why, whylen, "source is not UTF-8 without control "
+                  "characters");
+        return -1;
+    }
     return 0;
 }
 

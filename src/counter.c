@@ -7,6 +7,7 @@
  * bytes.
  */
 #include <json-c/json.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -96,6 +97,10 @@ counter_decode(struct buf_reader *in, char *err, size_t errlen)
     }
     if (c.count == 0 && sum_value(&c.sum) != 0) {
         snprintf(err, errlen, "counter: non-zero sum without events");
+        return NULL;
+    }
+    if (fabs(sum_value(&c.sum)) > (double)c.count * EVENT_VALUE_MAX) {
+        snprintf(err, errlen, "counter: sum larger than count events allow");
         return NULL;
     }
     return counter_clone(&c);

@@ -16,9 +16,6 @@
 
 #include "window.h"
 
-/* Latest event time accepted as input at all: the start of year 10000. */
-#define EVENT_TIME_MAX_SECONDS 253402300800.0
-
 static const char *const event_type_names[] = {
     [EVENT_COUNTER] = "counter",
     [EVENT_GAUGE] = "gauge",
@@ -158,7 +155,8 @@ event_check_time(int64_t time_us, int64_t now_us)
 int
 event_time_from_seconds(double seconds, int64_t *time_us)
 {
-    if (!isfinite(seconds) || seconds < 0 || seconds >= EVENT_TIME_MAX_SECONDS)
+    if (!isfinite(seconds) || seconds < 0
+        || seconds >= (double)EVENT_TIME_MAX_SECONDS)
         return -1;
     *time_us = llround(seconds * (double)EVENT_US_PER_SECOND);
     return 0;
@@ -191,6 +189,17 @@ event_fail(enum event_error code, char *msg, size_t msglen, const char *text)
 {
     snprintf(msg, msglen, "%s", text);
     return code;
+}
+
+/* 1 if OBJ is an integer json-c could not hold (it saturates those to the
+ * int64 or uint64 limits instead of failing). */
+static int
+event_json_int_saturated(struct json_object *obj)
+{
+    if (!json_object_is_type(obj, json_type_int))
+        return 0;
+    return json_object_get_int64(obj) == INT64_MIN
+           || json_object_get_uint64(obj) == UINT64_MAX;
 }
 
 /* The fields an event object may have. */
@@ -261,7 +270,7 @@ event_from_json(struct event *ev, struct json_object *obj, int64_t now_us,
             return event_fail(EVENT_ERR_VALUE, msg, msglen,
                               "value must be a number");
         ev->value = json_object_get_double(value);
-        if (!event_value_valid(ev->value))
+        if (!event_value_valid(ev->value) || event_json_int_saturated(value))
             return event_fail(EVENT_ERR_VALUE, msg, msglen,
                               "value must be finite with magnitude at most "
                               "1e100");
@@ -270,6 +279,7 @@ event_from_json(struct event *ev, struct json_object *obj, int64_t now_us,
     if (json_object_object_get_ex(obj, "time", &time)) {
         if ((!json_object_is_type(time, json_type_double)
              && !json_object_is_type(time, json_type_int))
+            || event_json_int_saturated(time)
             || event_time_from_seconds(json_object_get_double(time),
                                        &ev->time_us) != 0)
             return event_fail(EVENT_ERR_TIME, msg, msglen,

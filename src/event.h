@@ -39,6 +39,9 @@ enum event_type {
 /* Accepted event times: not more than 5 minutes ahead of the receiver's
  * clock, and not older than the longest retained window (window.h). */
 #define EVENT_FUTURE_LIMIT_US (300 * EVENT_US_PER_SECOND)
+/* Event times lie in [0, EVENT_TIME_MAX_US): before the year 10000. */
+#define EVENT_TIME_MAX_SECONDS 253402300800LL
+#define EVENT_TIME_MAX_US (EVENT_TIME_MAX_SECONDS * EVENT_US_PER_SECOND)
 
 struct event {
     enum event_type type;

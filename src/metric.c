@@ -214,8 +214,13 @@ metric_merge_partial(struct metric *m, int64_t granule_start_s,
                      int64_t first_us, int64_t last_us, const void *state,
                      int64_t now_us)
 {
-    int64_t granule_us = granule_start_s * EVENT_US_PER_SECOND;
+    int64_t granule_us;
 
+    if (granule_start_s < 0
+        || granule_start_s >= EVENT_TIME_MAX_SECONDS
+        || m->ops->empty(state))
+        return -1;
+    granule_us = granule_start_s * EVENT_US_PER_SECOND;
     if (granule_start_s % WINDOW_GRANULE_S != 0 || first_us > last_us
         || first_us < granule_us
         || last_us >= granule_us + WINDOW_GRANULE_S * EVENT_US_PER_SECOND)
@@ -344,7 +349,11 @@ metric_decode_ring(struct metric *m, enum ring ring, struct buf_reader *in,
             snprintf(err, errlen, "metric: ring %d: truncated", ring);
             return -1;
         }
-        if (start % layout->width_s != 0 || start <= previous) {
+        /* every bucket lies within the metric's event-time range */
+        if (start % layout->width_s != 0 || start <= previous
+            || m->first_us > m->last_us
+            || start < window_align(m->first_us, layout->width_s)
+            || start > window_align(m->last_us, layout->width_s)) {
             snprintf(err, errlen, "metric: ring %d: bad bucket start %lld",
                      ring, (long long)start);
             return -1;
@@ -395,8 +404,9 @@ metric_decode(struct buf_reader *in, char *err, size_t errlen)
         && (buf_get_svarint(in, &first) != 0
             || buf_get_svarint(in, &last) != 0))
         goto truncated;
-    if ((flags & METRIC_FLAG_TIMES) && first > last) {
-        snprintf(err, errlen, "metric: first time after last");
+    if ((flags & METRIC_FLAG_TIMES)
+        && (first > last || first < 0 || last >= EVENT_TIME_MAX_US)) {
+        snprintf(err, errlen, "metric: bad time range");
         return NULL;
     }
     m = metric_alloc(ops, generation, NULL);

@@ -3,7 +3,9 @@
  * time descending, then source ascending (bytes), then value ascending (a
  * total order on doubles). Merge keeps the K first of the union in that
  * order, which is associative and commutative. K comes from the config
- * (default 100); a merge keeps the larger K of the two.
+ * (default 100); a merge keeps the smaller K of the two (taking the larger
+ * would not be associative: a state already cut to the smaller K cannot
+ * give back what it dropped).
  *
  * Encoding: keep varint, count varint, then per entry in order:
  *   time_us svarint, value f64, source string
@@ -155,8 +157,9 @@ recent_merge(void *dst, const void *src)
     struct recent *d = dst;
     const struct recent *s = src;
 
-    if (s->keep > d->keep) {
-        d->entries = xrealloc(d->entries, sizeof(*d->entries) * s->keep);
+    if (s->keep < d->keep) {
+        while (d->count > s->keep)
+            free(d->entries[--d->count].source);
         d->keep = s->keep;
     }
     for (size_t i = 0; i < s->count; i++)

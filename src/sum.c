@@ -47,6 +47,8 @@ sum_decode(struct sum *s, struct buf_reader *r)
     case SUM_TAG_DOUBLE:
         if (buf_get_double(r, &d) != 0 || !isfinite(d))
             return -1;
+        if (d == trunc(d) && fabs(d) < SUM_INTEGER_LIMIT)
+            return -1;             /* canonical form is the integer tag */
         break;
     default:
         return -1;

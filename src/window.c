@@ -77,8 +77,10 @@ window_ring_retains(enum ring ring, int64_t bucket_start_s, int64_t now_us)
 {
     const struct ring_layout *r = &window_rings[ring];
     int64_t current = window_align(now_us, r->width_s);
+    int64_t newest = window_align(now_us + EVENT_FUTURE_LIMIT_US, r->width_s);
 
-    return bucket_start_s > current - r->retained * r->width_s;
+    return bucket_start_s > current - r->retained * r->width_s
+           && bucket_start_s <= newest;
 }
 
 int64_t

@@ -67,9 +67,10 @@ const char *window_name(enum window window);
 /* Start (seconds) of the bucket of width WIDTH_S holding TIME_US. */
 int64_t window_align(int64_t time_us, int64_t width_s);
 
-/* 1 if RING still retains the bucket starting at BUCKET_START_S at NOW_US
- * (it is not older than the ring's retention; future buckets count as
- * retained), else 0. */
+/* 1 if RING retains the bucket starting at BUCKET_START_S at NOW_US: not
+ * older than the ring's retention and not beyond the bucket of NOW_US plus
+ * the 5-minute future limit (so a far-future bucket cannot evict a
+ * retained one), else 0. */
 int window_ring_retains(enum ring ring, int64_t bucket_start_s, int64_t now_us);
 
 /* Start of the oldest bucket WINDOW (not WINDOW_ALL) covers at NOW_US. */

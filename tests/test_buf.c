@@ -58,6 +58,7 @@ test_reader_refuses(void **unused)
     const uint8_t eleven[] = { 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
                                0x80, 0x80, 0x81, 0x00 };
     const uint8_t unterminated[] = { 0x80, 0x80 };
+    const uint8_t not_shortest[] = { 0x81, 0x00 };     /* 1, overlong */
     const uint8_t string[] = { 5, 'a', 'b' };
     const uint8_t *p;
     struct buf_reader r;
@@ -71,6 +72,8 @@ test_reader_refuses(void **unused)
     buf_reader_init(&r, eleven, sizeof(eleven));
     assert_int_equal(buf_get_varint(&r, &v), -1);
     buf_reader_init(&r, unterminated, sizeof(unterminated));
+    assert_int_equal(buf_get_varint(&r, &v), -1);
+    buf_reader_init(&r, not_shortest, sizeof(not_shortest));
     assert_int_equal(buf_get_varint(&r, &v), -1);
     buf_reader_init(&r, string, sizeof(string));
     assert_int_equal(buf_get_string(&r, &p, &n, 100), -1);   /* short */

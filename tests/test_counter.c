@@ -156,6 +156,13 @@ test_decode_refusals(void **unused)
     const uint8_t nan_sum[] = { EVENT_COUNTER, 1, 1, 1,
                                 0, 0, 0, 0, 0, 0, 0xf8, 0x7f };
     const uint8_t bad_sum_tag[] = { EVENT_COUNTER, 1, 1, 7, 2 };
+    /* 5.0 as binary64: canonical form is the integer tag */
+    const uint8_t integral_double[] = { EVENT_COUNTER, 1, 1, 1,
+                                        0, 0, 0, 0, 0, 0, 0x14, 0x40 };
+    /* 1e300 from one event of at most 1e100 */
+    const uint8_t impossible_sum[] = { EVENT_COUNTER, 1, 1, 1,
+                                       0x9c, 0x75, 0x00, 0x88, 0x3c, 0xe4,
+                                       0x37, 0x7e };
 
     (void)unused;
     teststate_expect_refused(ops, wrong_type, sizeof(wrong_type),
@@ -165,6 +172,10 @@ test_decode_refusals(void **unused)
     teststate_expect_refused(ops, sum_without_events, sizeof(sum_without_events),
                    "counter: non-zero sum without events");
     teststate_expect_refused(ops, nan_sum, sizeof(nan_sum), "counter: truncated or malformed");
+    teststate_expect_refused(ops, integral_double, sizeof(integral_double),
+                             "counter: truncated or malformed");
+    teststate_expect_refused(ops, impossible_sum, sizeof(impossible_sum),
+                             "counter: sum larger than count events allow");
     teststate_expect_refused(ops, bad_sum_tag, sizeof(bad_sum_tag),
                    "counter: truncated or malformed");
 }

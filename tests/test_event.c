@@ -43,6 +43,9 @@ static const struct json_case cases[] = {
       "value must be a number" },
     { "{\"name\":\"a\",\"type\":\"counter\",\"value\":1e101}", EVENT_ERR_VALUE,
       "value must be finite with magnitude at most 1e100" },
+    { "{\"name\":\"a\",\"type\":\"counter\",\"value\":"
+      "100000000000000000000}", EVENT_ERR_VALUE,
+      "value must be finite with magnitude at most 1e100" },
     { "{\"name\":\"a\",\"type\":\"unique\",\"value\":1}", EVENT_ERR_VALUE,
       "value of a unique event must be a string" },
     { "{\"name\":\"a\",\"type\":\"unique\",\"value\":\"\"}", EVENT_ERR_VALUE,

@@ -101,10 +101,15 @@ test_late_and_future_events(void **unused)
     assert_int_equal(window_count(m, WINDOW_ALL, NOW), 3);
     assert_int_equal(window_count(m, WINDOW_1M, NOW), 0);
     assert_int_equal(window_count(m, WINDOW_1M, NOW + 300 * S), 1);
+    /* beyond the future limit: refused by the rings, never evicting */
+    fold_counter(m, NOW + 900 * S, 1, NOW);
+    assert_int_equal(metric_expired(m), 6);
+    assert_int_equal(window_count(m, WINDOW_1M, NOW + 300 * S), 1);
+    assert_int_equal(metric_expired(m), 6);
     /* the oldest retained 10 s bucket and the future one do not collide */
     fold_counter(m, (T0 - 590) * S, 1, NOW);
     assert_int_equal(window_count(m, WINDOW_10M, NOW), 1);
-    assert_int_equal(metric_expired(m), 3);
+    assert_int_equal(metric_expired(m), 6);
     metric_destroy(m);
 }
 
@@ -304,6 +309,8 @@ test_refusals(void **unused)
                                           NOW), -1);
     assert_int_equal(metric_merge_partial(c, T0, (T0 + 1) * S, T0 * S, st,
                                           NOW), -1);
+    /* an empty partial would leave an empty bucket behind */
+    assert_int_equal(metric_merge_partial(c, T0, T0 * S, T0 * S, st, NOW), -1);
     buf_reader_init(&rd, bad_magic, sizeof(bad_magic));
     assert_null(metric_decode(&rd, err, sizeof(err)));
     assert_string_equal(err, "metric: bad magic or version 1");

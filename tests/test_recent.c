@@ -107,7 +107,7 @@ test_default_keep_is_100(void **unused)
 }
 
 static void
-test_merge_keeps_larger_keep(void **unused)
+test_merge_keeps_smaller_keep(void **unused)
 {
     struct state_config small = { .recent_keep = 2 }, large = { .recent_keep = 3 };
     void *a = ops->create(&small), *b = ops->create(&large);
@@ -117,10 +117,15 @@ test_merge_keeps_larger_keep(void **unused)
     fold(a, "", 1, 1);
     fold(a, "", 2, 2);
     fold(b, "", 3, 3);
-    assert_int_equal(ops->merge(a, b), 0);
-    o = ops->render(a, NULL);
+    fold(b, "", 0, 0);
+    assert_int_equal(ops->merge(b, a), 0);          /* K 3 meets K 2 */
+    o = ops->render(b, NULL);
+    assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+                        "{\"entries\":["
+                        "{\"value\":3.0,\"time\":3.0,\"source\":\"\"},"
+                        "{\"value\":2.0,\"time\":2.0,\"source\":\"\"}]}");
     assert_true(json_object_object_get_ex(o, "entries", &entries));
-    assert_int_equal(json_object_array_length(entries), 3);
+    assert_int_equal(json_object_array_length(entries), 2);
     json_object_put(o);
     ops->destroy(a);
     ops->destroy(b);
@@ -173,7 +178,7 @@ main(void)
         cmocka_unit_test(test_split_merge_same_bytes),
         cmocka_unit_test(test_order_ties_and_keep),
         cmocka_unit_test(test_default_keep_is_100),
-        cmocka_unit_test(test_merge_keeps_larger_keep),
+        cmocka_unit_test(test_merge_keeps_smaller_keep),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_decode_refusals),
     };
