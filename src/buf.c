@@ -120,6 +120,16 @@ buf_put_varint(struct buf_writer *w, uint64_t v)
     w->len += n;
 }
 
+int
+buf_compare(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    if (c != 0)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
 uint64_t
 buf_zigzag(int64_t v)
 {

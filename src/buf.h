@@ -66,6 +66,10 @@ int buf_get_bytes(struct buf_reader *r, const uint8_t **p, size_t n);
 int buf_get_string(struct buf_reader *r, const uint8_t **p, size_t *n,
                    size_t max);
 
+/* Byte-wise order of two byte strings, the shorter first on a common
+ * prefix: <0, 0 or >0 like memcmp. */
+int buf_compare(const void *a, size_t alen, const void *b, size_t blen);
+
 uint64_t buf_zigzag(int64_t v);
 int64_t buf_unzigzag(uint64_t v);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "number.h"
 #include "state.h"
 #include "xalloc.h"
 
@@ -29,34 +30,13 @@ struct gauge {
     size_t cap;
 };
 
-/* Maps a finite double to an integer with the same order, so that 0.0 and
- * -0.0 also compare deterministically. */
-static int64_t
-gauge_order_key(double v)
-{
-    int64_t bits;
-
-    memcpy(&bits, &v, sizeof(bits));
-    return bits < 0 ? INT64_MIN - bits - 1 : bits;   /* flip negatives */
-}
-
 /* 1 if (TIME_A, A) beats (TIME_B, B). */
 static int
 gauge_newer(int64_t time_a, double a, int64_t time_b, double b)
 {
     if (time_a != time_b)
         return time_a > time_b;
-    return gauge_order_key(a) > gauge_order_key(b);
-}
-
-static int
-gauge_source_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-
-    if (c != 0)
-        return c;
-    return alen < blen ? -1 : alen > blen;
+    return number_order_key(a) > number_order_key(b);
 }
 
 static void *
@@ -104,7 +84,7 @@ gauge_put(struct gauge *g, const char *source, size_t source_len,
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = gauge_source_cmp(g->entries[mid].source,
+        int c = buf_compare(g->entries[mid].source,
                                  g->entries[mid].source_len, source,
                                  source_len);
 
@@ -213,7 +193,7 @@ gauge_decode(struct buf_reader *in, char *err, size_t errlen)
             snprintf(err, errlen, "gauge: entry %zu invalid", (size_t)i);
             goto fail;
         }
-        if (i > 0 && gauge_source_cmp(g->entries[i - 1].source,
+        if (i > 0 && buf_compare(g->entries[i - 1].source,
                                       g->entries[i - 1].source_len,
                                       (const char *)src, len) >= 0) {
             snprintf(err, errlen, "gauge: sources not in strict order");

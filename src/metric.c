@@ -492,9 +492,7 @@ metric_series(const struct metric *m, enum window window, int64_t now_us)
 
     if (!metric_windowed(m->ops->type))
         return series;
-    if (window == WINDOW_ALL)
-        window = WINDOW_1D;
-    start = window_oldest_bucket(window, now_us);
+    start = window_oldest_bucket(window, now_us);    /* all: the 1d ring's */
     empty = m->ops->create(&m->config);
     for (int i = 0; i < w->buckets; i++, start += width) {
         const void *bucket = metric_bucket_at(m, w->ring, start);

@@ -33,6 +33,15 @@ number_copy(const char *s, size_t len, char *buf, size_t buflen)
     return 0;
 }
 
+int64_t
+number_order_key(double v)
+{
+    int64_t bits;
+
+    memcpy(&bits, &v, sizeof(bits));
+    return bits < 0 ? INT64_MIN - bits - 1 : bits;   /* flip negatives */
+}
+
 int
 number_parse_double(const char *s, size_t len, double *out)
 {

@@ -1,5 +1,6 @@
 /*
- * number: the one checked way to turn text into a number. Each parser
+ * number: the one checked way to turn text into a number, and a total
+ * order on doubles. Each parser
  * takes the whole of S (LEN bytes, no NUL needed) and rejects empty input,
  * leading or trailing junk (including spaces), overflow, NaN and infinity.
  */
@@ -8,6 +9,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Maps a finite double to an integer with the same order, in which -0.0
+ * comes just before +0.0, so ties between doubles break the same way
+ * everywhere. */
+int64_t number_order_key(double v);
 
 /* Each returns 0 and stores the value, or -1 without touching *OUT. */
 int number_parse_double(const char *s, size_t len, double *out);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "number.h"
 #include "state.h"
 #include "xalloc.h"
 
@@ -31,15 +32,6 @@ struct recent {
     struct recent_entry *entries;  /* KEEP slots, COUNT used, in order */
 };
 
-static int64_t
-recent_value_key(double v)
-{
-    int64_t bits;
-
-    memcpy(&bits, &v, sizeof(bits));
-    return bits < 0 ? INT64_MIN - bits - 1 : bits;
-}
-
 /* <0 if A comes before B (is "newer"), 0 if equal, >0 after. */
 static int
 recent_cmp(int64_t a_time, const char *a_src, size_t a_len, double a_value,
@@ -50,13 +42,11 @@ recent_cmp(int64_t a_time, const char *a_src, size_t a_len, double a_value,
 
     if (a_time != b->time_us)
         return a_time > b->time_us ? -1 : 1;
-    c = memcmp(a_src, b->source, a_len < b->source_len ? a_len : b->source_len);
+    c = buf_compare(a_src, a_len, b->source, b->source_len);
     if (c != 0)
         return c;
-    if (a_len != b->source_len)
-        return a_len < b->source_len ? -1 : 1;
-    ka = recent_value_key(a_value);
-    kb = recent_value_key(b->value);
+    ka = number_order_key(a_value);
+    kb = number_order_key(b->value);
     return ka < kb ? -1 : ka > kb;
 }
 

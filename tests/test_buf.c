@@ -124,6 +124,18 @@ test_fixed_and_strings(void **unused)
     buf_writer_destroy(&w);
 }
 
+static void
+test_compare(void **unused)
+{
+    (void)unused;
+    assert_int_equal(buf_compare("ab", 2, "ab", 2), 0);
+    assert_true(buf_compare("a", 1, "ab", 2) < 0);      /* prefix first */
+    assert_true(buf_compare("ab", 2, "a", 1) > 0);
+    assert_true(buf_compare("b", 1, "ab", 2) > 0);
+    assert_true(buf_compare("", 0, "a", 1) < 0);
+    assert_true(buf_compare("\xff", 1, "a", 1) > 0);    /* unsigned bytes */
+}
+
 int
 main(void)
 {
@@ -132,6 +144,7 @@ main(void)
         cmocka_unit_test(test_zigzag),
         cmocka_unit_test(test_reader_refuses),
         cmocka_unit_test(test_fixed_and_strings),
+        cmocka_unit_test(test_compare),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

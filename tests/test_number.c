@@ -80,6 +80,18 @@ test_uint64(void **unused)
         assert_int_equal(number_parse_uint64(bad[i], strlen(bad[i]), &v), -1);
 }
 
+static void
+test_order_key(void **unused)
+{
+    const double ascending[] = { -1e100, -2.5, -1e-300, -0.0, 0.0, 1e-300,
+                                 1, 2.5, 1e100 };
+
+    (void)unused;
+    for (size_t i = 1; i < sizeof(ascending) / sizeof(ascending[0]); i++)
+        assert_true(number_order_key(ascending[i - 1])
+                    < number_order_key(ascending[i]));
+}
+
 int
 main(void)
 {
@@ -88,6 +100,7 @@ main(void)
         cmocka_unit_test(test_double_refuses),
         cmocka_unit_test(test_int64),
         cmocka_unit_test(test_uint64),
+        cmocka_unit_test(test_order_key),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
