@@ -438,13 +438,56 @@ fail:
 /* Queries                                                                 */
 /* ---------------------------------------------------------------------- */
 
-/* The state of RING's bucket starting at START_S, or NULL if empty. */
-static const void *
+const void *
 metric_bucket_at(const struct metric *m, enum ring ring, int64_t start_s)
 {
-    const struct metric_bucket *b = &m->rings[ring][metric_slot(ring, start_s)];
+    const struct metric_bucket *b;
 
+    if (m->rings[ring] == NULL)
+        return NULL;
+    b = &m->rings[ring][metric_slot(ring, start_s)];
     return b->state != NULL && b->start_s == start_s ? b->state : NULL;
+}
+
+const void *
+metric_all(const struct metric *m)
+{
+    return m->all;
+}
+
+int
+metric_set_bucket(struct metric *m, enum ring ring, int64_t start_s,
+                  void *state)
+{
+    struct metric_bucket *b;
+
+    if (m->rings[ring] == NULL
+        || start_s % window_ring_layout(ring)->width_s != 0) {
+        m->ops->destroy(state);
+        return -1;
+    }
+    b = &m->rings[ring][metric_slot(ring, start_s)];
+    if (b->state != NULL && b->start_s > start_s) {
+        m->ops->destroy(state);
+        return -1;
+    }
+    if (b->state != NULL)
+        m->ops->destroy(b->state);
+    b->start_s = start_s;
+    b->state = state;
+    return 0;
+}
+
+void
+metric_set_all(struct metric *m, void *state, int64_t first_us,
+               int64_t last_us)
+{
+    m->ops->destroy(m->all);
+    m->all = state;
+    m->first_us = INT64_MAX;
+    m->last_us = INT64_MIN;
+    if (!m->ops->empty(state))
+        metric_note_times(m, first_us, last_us);
 }
 
 void *

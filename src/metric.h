@@ -81,6 +81,25 @@ struct metric *metric_decode(struct buf_reader *in, char *err, size_t errlen);
 struct json_object *metric_render(const struct metric *m, enum window window,
                                   int64_t now_us, int with_series);
 
+/* The state of RING's bucket starting at START_S (borrowed, valid until
+ * the metric changes), or NULL if that bucket is not held. */
+const void *metric_bucket_at(const struct metric *m, enum ring ring,
+                             int64_t start_s);
+/* The lifetime state (borrowed, valid until the metric changes). */
+const void *metric_all(const struct metric *m);
+
+/* Assembling a metric from cached pieces (the frontend's query path).
+ * metric_set_bucket takes ownership of STATE (of the metric's type) and
+ * puts it as RING's bucket at START_S, replacing what that slot holds
+ * unless the slot holds a newer bucket; 0, or -1 (STATE freed) for a
+ * newer slot, a misaligned start or a metric without rings (recent).
+ * metric_set_all takes ownership of STATE and makes it the lifetime state,
+ * with the times of its events in [FIRST_US, LAST_US]. */
+int metric_set_bucket(struct metric *m, enum ring ring, int64_t start_s,
+                      void *state);
+void metric_set_all(struct metric *m, void *state, int64_t first_us,
+                    int64_t last_us);
+
 /* Returns a new state (owned by the caller) merging the buckets WINDOW
  * covers at NOW_US, or a clone of `all` for WINDOW_ALL and for `recent`. */
 void *metric_window_state(const struct metric *m, enum window window,

@@ -1,0 +1,494 @@
+/*
+ * tally-aggregator --instance i: owns the slots the map gives instance i.
+ *
+ *   main thread (one AMQP connection)
+ *     tally.agg.<i>  --codec_decode--> store_apply --> ack
+ *                      refused entries --> tally.rejected (reason header)
+ *                      tombstones --> cache tombstone --> tally.control
+ *     tally.rpc.<i>  get / list / status --> reply_to
+ *     control queue  (announcements; nothing to do yet)
+ *   flusher thread   every flush interval: store_collect --> cache_put
+ *   HTTP             /healthz, /readyz
+ *
+ * Not yet durable: a delivery is acked once applied in memory (README).
+ */
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "cache.h"
+#include "cacheval.h"
+#include "codec.h"
+#include "config.h"
+#include "daemon.h"
+#include "http.h"
+#include "log.h"
+#include "slotmap.h"
+#include "store.h"
+#include "xalloc.h"
+
+#define AGG_POLL_MS 100
+#define AGG_RPC_LIMIT_MAX 1000
+#define AGG_TAG_MAX 64
+
+struct agg_options {
+    struct daemon_options common;
+    long instance;
+    long http_port;
+    long flush_interval_ms;
+    long prefetch;
+    long idle_expiry_s;
+};
+
+static const struct config_option agg_table[] = {
+    DAEMON_OPTIONS(struct agg_options, common),
+    {"instance", CONFIG_INT, offsetof(struct agg_options, instance), "-1", -1,
+     SLOTMAP_INSTANCES_MAX - 1, "this aggregator's instance number (required)"},
+    {"http-port", CONFIG_INT, offsetof(struct agg_options, http_port), "0", 0,
+     65535, "port of /healthz and /readyz (0 = off)"},
+    {"flush-interval-ms", CONFIG_INT,
+     offsetof(struct agg_options, flush_interval_ms), "250", 10, 60000,
+     "how often changed buckets go to memcached"},
+    {"prefetch", CONFIG_INT, offsetof(struct agg_options, prefetch), "64", 1,
+     65535, "unacked deliveries in flight"},
+    {"idle-expiry-s", CONFIG_INT, offsetof(struct agg_options, idle_expiry_s),
+     "604800", 60, 31536000, "collect a metric idle this long (seconds)"},
+};
+#define AGG_TABLE_SIZE (sizeof(agg_table) / sizeof(agg_table[0]))
+
+struct aggregator {
+    struct agg_options opts;
+    struct slotmap *map;
+    struct store *store;
+    struct cache *cache;
+    struct bus_config bus_config;
+    struct bus *bus;
+    char agg_queue[BUS_NAME_MAX];
+    char rpc_queue[BUS_NAME_MAX];
+    char control_queue[BUS_NAME_MAX];
+    volatile int ready;
+    pthread_mutex_t flush_lock;
+    int64_t last_flush_us;
+    uint64_t flush_errors;
+    uint64_t bad_messages;
+};
+
+/* ---------------------------------------------------------------------- */
+/* Flusher                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void
+agg_flush(struct aggregator *a)
+{
+    struct store_write *w;
+    int64_t now = daemon_now_us();
+    size_t n = store_collect(a->store, now, a->map->version, &w);
+    uint64_t errors = 0;
+    char err[CACHE_ERR_MAX];
+
+    for (size_t i = 0; i < n; i++)
+        if (cache_put(a->cache, w[i].name, w[i].name_len, w[i].key,
+                      w[i].key_len, w[i].value, w[i].len, w[i].expire_s, err,
+                      sizeof(err)) < 0 && errors++ == 0)
+            log_warn("flush: %s", err);
+    store_writes_free(w, n);
+    pthread_mutex_lock(&a->flush_lock);
+    a->last_flush_us = now;
+    a->flush_errors += errors;
+    pthread_mutex_unlock(&a->flush_lock);
+}
+
+static void *
+agg_flusher(void *arg)
+{
+    struct aggregator *a = arg;
+
+    while (!daemon_stopping) {
+        daemon_sleep_ms(a->opts.flush_interval_ms);
+        agg_flush(a);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Deliveries                                                              */
+/* ---------------------------------------------------------------------- */
+
+/* Publishes BODY to tally.rejected with REASON. */
+static void
+agg_reject(struct aggregator *a, const void *body, size_t len,
+           const char *content_type, const char *reason)
+{
+    struct bus_props p = {0};
+    char err[BUS_ERR_MAX];
+
+    p.content_type = content_type;
+    p.reason = reason;
+    p.persistent = 1;
+    if (bus_publish(a->bus, "", BUS_QUEUE_REJECTED, body, len, &p, 0, NULL,
+                    err, sizeof(err)) != 0)
+        log_error("cannot publish to %s: %s", BUS_QUEUE_REJECTED, err);
+}
+
+static void
+agg_notice(struct aggregator *a, const struct store_notice *n)
+{
+    json_object *o = json_object_new_object();
+    const char *text;
+    struct bus_props p = {0};
+    char err[BUS_ERR_MAX];
+
+    json_object_object_add(o, "name", json_object_new_string(n->name));
+    if (!n->tombstone) {
+        json_object_object_add(o, "type", json_object_new_string(
+            event_type_name(n->type) ? event_type_name(n->type) : "any"));
+        json_object_object_add(o, "events",
+                               json_object_new_int64((int64_t)n->event_count));
+        json_object_object_add(o, "reason", json_object_new_string(n->reason));
+        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        log_info("rejected %s: %s", n->name, n->reason);
+        agg_reject(a, text, strlen(text), "application/json", n->reason);
+        json_object_put(o);
+        return;
+    }
+    {
+        struct codec_cache_header h = {0};
+        struct buf_writer out;
+        char key[CACHE_KEY_MAX];
+        size_t key_len = cache_key_open(key, n->name, strlen(n->name));
+
+        h.generation = n->generation;
+        h.map_version = a->map->version;
+        h.sequence = n->sequence;
+        buf_writer_create(&out, CODEC_CACHE_HEADER_SIZE);
+        cacheval_encode_tombstone(&h, &out);
+        if (cache_put(a->cache, n->name, strlen(n->name), key, key_len,
+                      out.data, out.len, 0, err, sizeof(err)) < 0)
+            log_warn("tombstone of %s: %s", n->name, err);
+        buf_writer_destroy(&out);
+    }
+    json_object_object_add(o, "op", json_object_new_string("deleted"));
+    json_object_object_add(o, "generation",
+                           json_object_new_int64((int64_t)n->generation));
+    text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    p.content_type = "application/json";
+    if (bus_publish(a->bus, BUS_EXCHANGE_CONTROL, "", text, strlen(text), &p,
+                    0, NULL, err, sizeof(err)) != 0)
+        log_error("cannot announce the delete of %s: %s", n->name, err);
+    log_info("deleted %s (generation %" PRIu64 ")", n->name, n->generation);
+    json_object_put(o);
+}
+
+static void
+agg_on_events(struct aggregator *a, const struct bus_event *ev)
+{
+    struct codec_message msg;
+    struct store_notice *notices;
+    size_t n;
+    char err[CODEC_ERR_MAX];
+
+    if (codec_decode(ev->body, ev->len, &msg, err, sizeof(err)) != 0) {
+        char reason[CODEC_ERR_MAX + 32];
+
+        a->bad_messages++;
+        snprintf(reason, sizeof(reason), "bad bus message: %s", err);
+        log_warn("%s", reason);
+        agg_reject(a, ev->body, ev->len, "application/octet-stream", reason);
+        return;
+    }
+    n = store_apply(a->store, &msg, daemon_now_us(), &notices);
+    for (size_t i = 0; i < n; i++)
+        agg_notice(a, &notices[i]);
+    store_notices_free(notices, n);
+    codec_message_destroy(&msg);
+}
+
+/* Answers one tally.rpc request. */
+static void
+agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
+{
+    json_object *req = daemon_parse_json(ev->body, ev->len);
+    json_object *reply = NULL, *v;
+    struct buf_writer out;
+    struct bus_props p = {0};
+    const char *op = NULL;
+    char err[BUS_ERR_MAX];
+
+    buf_writer_create(&out, 256);
+    if (req != NULL && json_object_object_get_ex(req, "op", &v))
+        op = json_object_get_string(v);
+    if (op != NULL && strcmp(op, "get") == 0
+        && json_object_object_get_ex(req, "name", &v)) {
+        uint64_t gen;
+
+        if (!store_get(a->store, json_object_get_string(v),
+                       (size_t)json_object_get_string_len(v), &out, &gen)) {
+            reply = json_object_new_object();
+            json_object_object_add(reply, "found",
+                                   json_object_new_boolean(0));
+            json_object_object_add(reply, "generation",
+                                   json_object_new_int64((int64_t)gen));
+        }
+    } else if (op != NULL && strcmp(op, "list") == 0) {
+        json_object *prefix = NULL, *after = NULL, *limit = NULL;
+        int64_t l;
+
+        json_object_object_get_ex(req, "prefix", &prefix);
+        json_object_object_get_ex(req, "after", &after);
+        json_object_object_get_ex(req, "limit", &limit);
+        l = limit != NULL ? json_object_get_int64(limit) : AGG_RPC_LIMIT_MAX;
+        if (l < 1 || l > AGG_RPC_LIMIT_MAX)
+            l = AGG_RPC_LIMIT_MAX;
+        reply = store_list(a->store,
+                           prefix ? json_object_get_string(prefix) : "",
+                           after ? json_object_get_string(after) : "",
+                           (size_t)l);
+    } else if (op != NULL && strcmp(op, "status") == 0) {
+        struct store_stats st;
+        uint32_t depth = 0, consumers = 0;
+        json_object *stats = json_object_new_object();
+
+        store_stats(a->store, &st);
+        reply = json_object_new_object();
+        json_object_object_add(reply, "instance",
+                               json_object_new_int64(a->opts.instance));
+        json_object_object_add(reply, "version",
+                               json_object_new_string(TALLY_VERSION));
+        json_object_object_add(reply, "map_version",
+                               json_object_new_int64((int64_t)a->map->version));
+        json_object_object_add(reply, "slots", json_object_new_int64((int64_t)
+            slotmap_slots_owned(a->map, (uint32_t)a->opts.instance)));
+        json_object_object_add(reply, "metrics", json_object_new_int64(
+            (int64_t)store_count(a->store)));
+        if (bus_queue_depth(a->bus, a->agg_queue, &depth, &consumers, err,
+                            sizeof(err)) == 0)
+            json_object_object_add(reply, "queue_depth",
+                                   json_object_new_int64(depth));
+        pthread_mutex_lock(&a->flush_lock);
+        json_object_object_add(reply, "last_flush", json_object_new_double(
+            (double)a->last_flush_us / 1e6));
+        json_object_object_add(stats, "flush_errors", json_object_new_int64(
+            (int64_t)a->flush_errors));
+        pthread_mutex_unlock(&a->flush_lock);
+        json_object_object_add(reply, "durable", json_object_new_boolean(0));
+        json_object_object_add(stats, "events_applied", json_object_new_int64(
+            (int64_t)st.events_applied));
+        json_object_object_add(stats, "type_conflicts", json_object_new_int64(
+            (int64_t)st.type_conflicts));
+        json_object_object_add(stats, "stale_generation",
+            json_object_new_int64((int64_t)st.stale_generation));
+        json_object_object_add(stats, "tombstones", json_object_new_int64(
+            (int64_t)st.tombstones));
+        json_object_object_add(stats, "bad_messages", json_object_new_int64(
+            (int64_t)a->bad_messages));
+        json_object_object_add(reply, "stats", stats);
+    } else {
+        reply = json_object_new_object();
+        json_object_object_add(reply, "error",
+                               json_object_new_string("unknown request"));
+    }
+    json_object_put(req);
+    if (ev->reply_to[0] == '\0')
+        goto done;
+    p.correlation_id = ev->correlation_id;
+    if (reply != NULL) {
+        const char *text = json_object_to_json_string_ext(
+            reply, JSON_C_TO_STRING_PLAIN);
+
+        p.content_type = "application/json";
+        bus_publish(a->bus, "", ev->reply_to, text, strlen(text), &p, 0, NULL,
+                    err, sizeof(err));
+    } else {
+        p.content_type = "application/octet-stream";
+        bus_publish(a->bus, "", ev->reply_to, out.data, out.len, &p, 0, NULL,
+                    err, sizeof(err));
+    }
+done:
+    json_object_put(reply);
+    buf_writer_destroy(&out);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connection                                                              */
+/* ---------------------------------------------------------------------- */
+
+static int
+agg_connect(struct aggregator *a, char *err, size_t errlen)
+{
+    char name[AGG_TAG_MAX];
+    uint32_t i = (uint32_t)a->opts.instance;
+
+    snprintf(name, sizeof(name), "tally-aggregator %" PRIu32, i);
+    a->bus = bus_open(&a->bus_config, name, err, errlen);
+    if (a->bus == NULL)
+        return -1;
+    if (bus_declare_topology(a->bus, err, errlen) != 0
+        || bus_declare_instance_queue(a->bus, i, err, errlen) != 0
+        || bus_declare_rpc_queue(a->bus, i, err, errlen) != 0
+        || bus_declare_private_queue(a->bus, BUS_EXCHANGE_CONTROL, "",
+                                     a->control_queue, err, errlen) != 0
+        || bus_consume(a->bus, a->agg_queue, (uint16_t)a->opts.prefetch, err,
+                       errlen) != 0
+        || bus_consume(a->bus, a->rpc_queue, (uint16_t)a->opts.prefetch, err,
+                       errlen) != 0
+        || bus_consume(a->bus, a->control_queue, (uint16_t)a->opts.prefetch,
+                       err, errlen) != 0) {
+        bus_close(a->bus);
+        a->bus = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Consumes until the connection breaks or a stop is asked for. */
+static void
+agg_serve(struct aggregator *a)
+{
+    char err[BUS_ERR_MAX];
+
+    while (!daemon_stopping) {
+        struct bus_event ev;
+        struct pollfd pfd = {bus_fd(a->bus), POLLIN, 0};
+        int rc;
+
+        if (!bus_has_buffered(a->bus) && poll(&pfd, 1, AGG_POLL_MS) < 0)
+            continue;
+        rc = bus_wait(a->bus, 0, &ev, err, sizeof(err));
+        if (rc < 0) {
+            log_error("bus: %s", err);
+            return;
+        }
+        if (rc == 0)
+            continue;
+        if (ev.kind == BUS_EVENT_DELIVERY) {
+            if (strcmp(ev.consumer_tag, a->agg_queue) == 0)
+                agg_on_events(a, &ev);
+            else if (strcmp(ev.consumer_tag, a->rpc_queue) == 0)
+                agg_on_rpc(a, &ev);
+            if (bus_ack(a->bus, ev.delivery_tag, err, sizeof(err)) != 0)
+                log_error("bus: %s", err);
+        }
+        bus_event_release(a->bus, &ev);
+    }
+}
+
+static int
+agg_ready(void *ctx, char *why, size_t whylen)
+{
+    struct aggregator *a = ctx;
+
+    if (a->ready)
+        return 1;
+    snprintf(why, whylen, "not connected to RabbitMQ");
+    return 0;
+}
+
+static void
+agg_no_rpc(struct http_request *req, const char *body, size_t len, void *ctx)
+{
+    static const char answer[] =
+        "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32601,\"message\":"
+        "\"Method not found\",\"data\":\"aggregators serve no JSON-RPC; "
+        "ask a frontend\"},\"id\":null}";
+
+    (void)body;
+    (void)len;
+    (void)ctx;
+    http_request_respond(req, 200, answer, sizeof(answer) - 1);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct aggregator a;
+    struct http_server *http = NULL;
+    pthread_t flusher;
+    char err[DAEMON_ERR_MAX], tag[AGG_TAG_MAX];
+    long backoff = DAEMON_RECONNECT_MIN_MS;
+    int rc, status = 1;
+
+    memset(&a, 0, sizeof(a));
+    rc = config_parse(agg_table, AGG_TABLE_SIZE, &a.opts, argc, argv, stdout,
+                      err, sizeof(err));
+    if (rc != CONFIG_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "tally-aggregator: %s\n", err);
+        config_free(agg_table, AGG_TABLE_SIZE, &a.opts);
+        return rc < 0 ? 2 : 0;
+    }
+    snprintf(tag, sizeof(tag), "aggregator %ld", a.opts.instance);
+    a.map = daemon_setup(&a.opts.common, tag, err, sizeof(err));
+    if (a.map == NULL || a.opts.instance < 0
+        || (uint32_t)a.opts.instance >= a.map->instances) {
+        fprintf(stderr, "tally-aggregator: %s\n", a.map == NULL ? err
+                : "--instance must name an instance of the slot map");
+        goto out;
+    }
+    a.cache = cache_create(a.opts.common.memcached, CACHE_TIMEOUT_MS_DEFAULT,
+                           err, sizeof(err));
+    if (a.cache == NULL) {
+        fprintf(stderr, "tally-aggregator: memcached: %s\n", err);
+        goto out;
+    }
+    daemon_catch_signals();
+    daemon_bus_config(&a.opts.common, &a.bus_config);
+    snprintf(a.agg_queue, sizeof(a.agg_queue), "tally.agg.%ld",
+             a.opts.instance);
+    snprintf(a.rpc_queue, sizeof(a.rpc_queue), "tally.rpc.%ld",
+             a.opts.instance);
+    a.store = store_create(a.opts.idle_expiry_s);
+    pthread_mutex_init(&a.flush_lock, NULL);
+    if (a.opts.http_port != 0) {
+        struct http_config hc = {0};
+
+        hc.address = a.opts.common.http_address;
+        hc.port = (int)a.opts.http_port;
+        http = http_server_start(&hc, agg_no_rpc, agg_ready, &a, err,
+                                 sizeof(err));
+        if (http == NULL) {
+            fprintf(stderr, "tally-aggregator: http: %s\n", err);
+            goto out_store;
+        }
+    }
+    pthread_create(&flusher, NULL, agg_flusher, &a);
+    log_info("instance %ld of %u, %zu slots, map version %" PRIu64,
+             a.opts.instance, a.map->instances,
+             slotmap_slots_owned(a.map, (uint32_t)a.opts.instance),
+             a.map->version);
+    while (!daemon_stopping) {
+        if (agg_connect(&a, err, sizeof(err)) != 0) {
+            log_warn("bus: %s (retrying in %ld ms)", err, backoff);
+            daemon_sleep_ms(backoff);
+            backoff = backoff * 2 > DAEMON_RECONNECT_MAX_MS
+                          ? DAEMON_RECONNECT_MAX_MS : backoff * 2;
+            continue;
+        }
+        backoff = DAEMON_RECONNECT_MIN_MS;
+        log_info("consuming %s", a.agg_queue);
+        a.ready = 1;
+        agg_serve(&a);
+        a.ready = 0;
+        bus_close(a.bus);
+        a.bus = NULL;
+    }
+    log_info("stopping");
+    pthread_join(flusher, NULL);
+    agg_flush(&a);
+    status = 0;
+    if (http != NULL)
+        http_server_stop(http);
+out_store:
+    pthread_mutex_destroy(&a.flush_lock);
+    store_destroy(a.store);
+out:
+    if (a.cache != NULL)
+        cache_destroy(a.cache);
+    slotmap_destroy(a.map);
+    config_free(agg_table, AGG_TABLE_SIZE, &a.opts);
+    return status;
+}

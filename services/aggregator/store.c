@@ -1,0 +1,568 @@
+/*
+ * store: an aggregator's owned metrics, see store.h.
+ *
+ * A chained hash table of entries (by FNV-1a of the name) plus a vector of
+ * all entries for the flusher's and the listing's walks. An entry outlives
+ * its metric after a delete, remembering the generation so that entries
+ * routed before the delete cannot bring the metric back.
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cacheval.h"
+#include "hash.h"
+#include "metric.h"
+#include "state.h"
+#include "window.h"
+#include "xalloc.h"
+
+#define STORE_BUCKETS_INITIAL 1024
+#define STORE_DIRTY_MAX 32            /* dirty starts kept per ring */
+#define STORE_EXPIRE_MARGIN_S 3600    /* closed values outlive retention */
+#define STORE_OPEN_EXPIRE_MARGIN_S 86400
+
+struct store_entry {
+    struct store_entry *next;      /* hash chain */
+    size_t index;                  /* in store.all */
+    uint64_t hash;
+    char *name;
+    size_t name_len;
+    struct metric *metric;         /* NULL after a delete */
+    uint64_t generation;
+    uint64_t sequence;
+    int64_t updated_us;
+    int dirty;
+    int repair;                    /* rewrite every bucket at next flush */
+    int64_t open_start[RING_COUNT];   /* bucket in the last open value */
+    int64_t dirty_start[RING_COUNT][STORE_DIRTY_MAX];
+    int dirty_count[RING_COUNT];
+};
+
+struct store {
+    pthread_mutex_t lock;
+    struct store_entry **table;
+    size_t table_size;             /* power of two */
+    struct store_entry **all;
+    size_t count, cap;
+    int64_t idle_expiry_s;
+    struct store_stats stats;
+};
+
+struct store *
+store_create(int64_t idle_expiry_s)
+{
+    struct store *s = xcalloc(1, sizeof(*s));
+
+    pthread_mutex_init(&s->lock, NULL);
+    s->table_size = STORE_BUCKETS_INITIAL;
+    s->table = xcalloc(s->table_size, sizeof(*s->table));
+    s->idle_expiry_s = idle_expiry_s;
+    return s;
+}
+
+static void
+store_entry_free(struct store_entry *e)
+{
+    metric_destroy(e->metric);
+    free(e->name);
+    free(e);
+}
+
+void
+store_destroy(struct store *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t i = 0; i < s->count; i++)
+        store_entry_free(s->all[i]);
+    free(s->all);
+    free(s->table);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static struct store_entry *
+store_find(struct store *s, const char *name, size_t len, uint64_t hash)
+{
+    struct store_entry *e = s->table[hash & (s->table_size - 1)];
+
+    for (; e != NULL; e = e->next)
+        if (e->hash == hash && e->name_len == len
+            && memcmp(e->name, name, len) == 0)
+            return e;
+    return NULL;
+}
+
+static void
+store_grow(struct store *s)
+{
+    size_t size = s->table_size * 2;
+    struct store_entry **table = xcalloc(size, sizeof(*table));
+
+    for (size_t i = 0; i < s->count; i++) {
+        struct store_entry *e = s->all[i];
+
+        e->next = table[e->hash & (size - 1)];
+        table[e->hash & (size - 1)] = e;
+    }
+    free(s->table);
+    s->table = table;
+    s->table_size = size;
+}
+
+static struct store_entry *
+store_insert(struct store *s, const char *name, size_t len, uint64_t hash,
+             int64_t now_us)
+{
+    struct store_entry *e = xcalloc(1, sizeof(*e));
+
+    if (s->count + 1 > s->table_size)
+        store_grow(s);
+    e->hash = hash;
+    e->name = xstrndup(name, len);
+    e->name_len = len;
+    e->sequence = (uint64_t)now_us;
+    e->updated_us = now_us;
+    for (int r = 0; r < RING_COUNT; r++)
+        e->open_start[r] = -1;
+    e->next = s->table[hash & (s->table_size - 1)];
+    s->table[hash & (s->table_size - 1)] = e;
+    if (s->count == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : STORE_BUCKETS_INITIAL;
+        s->all = xrealloc(s->all, s->cap * sizeof(*s->all));
+    }
+    e->index = s->count;
+    s->all[s->count++] = e;
+    return e;
+}
+
+static void
+store_remove(struct store *s, struct store_entry *e)
+{
+    struct store_entry **p = &s->table[e->hash & (s->table_size - 1)];
+
+    while (*p != e)
+        p = &(*p)->next;
+    *p = e->next;
+    s->all[e->index] = s->all[--s->count];
+    s->all[e->index]->index = e->index;
+    store_entry_free(e);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Applying messages                                                       */
+/* ---------------------------------------------------------------------- */
+
+static void
+store_mark(struct store_entry *e, int64_t time_us, int64_t now_us)
+{
+    e->dirty = 1;
+    e->updated_us = now_us;
+    for (int r = 0; r < RING_COUNT; r++) {
+        int64_t start = window_align(time_us, window_ring_layout(r)->width_s);
+        int i;
+
+        for (i = 0; i < e->dirty_count[r]; i++)
+            if (e->dirty_start[r][i] == start)
+                break;
+        if (i < e->dirty_count[r])
+            continue;
+        if (e->dirty_count[r] == STORE_DIRTY_MAX)
+            e->repair = 1;
+        else
+            e->dirty_start[r][e->dirty_count[r]++] = start;
+    }
+}
+
+struct store_notices {
+    struct store_notice *items;
+    size_t count, cap;
+};
+
+static struct store_notice *
+store_notice_add(struct store_notices *n, const struct codec_entry *ce)
+{
+    struct store_notice *x;
+
+    if (n->count == n->cap) {
+        n->cap = n->cap ? n->cap * 2 : 8;
+        n->items = xrealloc(n->items, n->cap * sizeof(*n->items));
+    }
+    x = &n->items[n->count++];
+    memset(x, 0, sizeof(*x));
+    x->name = xstrndup(ce->name, ce->name_len);
+    x->type = (enum event_type)ce->type;
+    x->event_count = ce->kind == CODEC_ENTRY_PARTIAL
+                         ? ce->u.partial.event_count : 1;
+    return x;
+}
+
+static void
+store_tombstone(struct store *s, struct store_entry *e,
+                const struct codec_entry *ce, int64_t now_us,
+                struct store_notices *n)
+{
+    struct store_notice *x;
+    uint64_t gen = e->generation > ce->generation ? e->generation
+                                                  : ce->generation;
+
+    metric_destroy(e->metric);
+    e->metric = NULL;
+    e->generation = gen + 1;
+    e->dirty = 0;
+    e->repair = 0;
+    for (int r = 0; r < RING_COUNT; r++) {
+        e->dirty_count[r] = 0;
+        e->open_start[r] = -1;
+    }
+    s->stats.tombstones++;
+    x = store_notice_add(n, ce);
+    x->tombstone = 1;
+    x->generation = e->generation;
+    if (e->sequence < (uint64_t)now_us)
+        e->sequence = (uint64_t)now_us;
+    x->sequence = ++e->sequence;
+}
+
+/* Applies one EVENT or PARTIAL entry; a reason is written when refused. */
+static int
+store_apply_data(struct store *s, struct store_entry *e,
+                 const struct codec_entry *ce, int64_t now_us, char *reason,
+                 size_t len)
+{
+    enum event_type type = (enum event_type)ce->type;
+
+    if (ce->generation < e->generation) {
+        s->stats.stale_generation++;
+        snprintf(reason, len, "metric was deleted (generation %llu < %llu)",
+                 (unsigned long long)ce->generation,
+                 (unsigned long long)e->generation);
+        return -1;
+    }
+    if (e->metric != NULL && ce->generation > e->generation) {
+        metric_destroy(e->metric);       /* a newer generation replaces */
+        e->metric = NULL;
+    }
+    e->generation = ce->generation;
+    if (e->metric != NULL && metric_type(e->metric) != type) {
+        s->stats.type_conflicts++;
+        snprintf(reason, len, "type conflict: %s is a %s, not a %s",
+                 e->name, event_type_name(metric_type(e->metric)),
+                 event_type_name(type));
+        return -1;
+    }
+    if (e->metric == NULL)
+        e->metric = metric_create(type, e->generation, NULL);
+    if (ce->kind == CODEC_ENTRY_EVENT) {
+        metric_fold(e->metric, &ce->u.event, now_us);
+        store_mark(e, ce->u.event.time_us, now_us);
+        s->stats.events_applied++;
+    } else {
+        struct buf_reader in;
+        enum event_type got;
+        char err[STORE_REASON_MAX / 2];
+        void *state;
+
+        buf_reader_init(&in, ce->u.partial.state, ce->u.partial.state_len);
+        state = state_decode_any(&in, &got, err, sizeof(err));
+        if (state == NULL || got != type
+            || metric_merge_partial(e->metric, ce->u.partial.bucket_start_s,
+                                    ce->u.partial.first_us,
+                                    ce->u.partial.last_us, state,
+                                    now_us) != 0) {
+            snprintf(reason, len, "bad partial state: %s",
+                     state == NULL ? err : "refused by the metric");
+            if (state != NULL)
+                state_ops_for(got)->destroy(state);
+            return -1;
+        }
+        state_ops_for(got)->destroy(state);
+        store_mark(e, ce->u.partial.first_us, now_us);
+        s->stats.events_applied += ce->u.partial.event_count;
+    }
+    s->stats.entries_applied++;
+    return 0;
+}
+
+size_t
+store_apply(struct store *s, const struct codec_message *msg, int64_t now_us,
+            struct store_notice **notices)
+{
+    struct store_notices n = {0};
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < msg->entry_count; i++) {
+        const struct codec_entry *ce = &msg->entries[i];
+        uint64_t hash;
+        struct store_entry *e;
+        char reason[STORE_REASON_MAX];
+
+        if (ce->kind != CODEC_ENTRY_EVENT && ce->kind != CODEC_ENTRY_PARTIAL
+            && ce->kind != CODEC_ENTRY_TOMBSTONE)
+            continue;     /* metric states and dedup keys: slot moves */
+        hash = hash_fnv1a64(ce->name, ce->name_len);
+        e = store_find(s, ce->name, ce->name_len, hash);
+        if (e == NULL)
+            e = store_insert(s, ce->name, ce->name_len, hash, now_us);
+        if (ce->kind == CODEC_ENTRY_TOMBSTONE)
+            store_tombstone(s, e, ce, now_us, &n);
+        else if (store_apply_data(s, e, ce, now_us, reason,
+                                  sizeof(reason)) != 0)
+            snprintf(store_notice_add(&n, ce)->reason, STORE_REASON_MAX,
+                     "%s", reason);
+    }
+    pthread_mutex_unlock(&s->lock);
+    *notices = n.items;
+    return n.count;
+}
+
+void
+store_notices_free(struct store_notice *n, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(n[i].name);
+    free(n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Flushing                                                                */
+/* ---------------------------------------------------------------------- */
+
+struct store_writes {
+    struct store_write *items;
+    size_t count, cap;
+};
+
+static struct store_write *
+store_write_add(struct store_writes *w, const struct store_entry *e)
+{
+    struct store_write *x;
+
+    if (w->count == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 64;
+        w->items = xrealloc(w->items, w->cap * sizeof(*w->items));
+    }
+    x = &w->items[w->count++];
+    memset(x, 0, sizeof(*x));
+    x->name = xstrndup(e->name, e->name_len);
+    x->name_len = e->name_len;
+    return x;
+}
+
+static void
+store_write_closed(struct store_writes *w, struct store_entry *e,
+                   enum ring ring, int64_t start, uint64_t map_version)
+{
+    const struct ring_layout *layout = window_ring_layout(ring);
+    struct codec_cache_header h = {0};
+    struct buf_writer out;
+    struct store_write *x;
+
+    if (metric_bucket_at(e->metric, ring, start) == NULL)
+        return;
+    h.generation = e->generation;
+    h.map_version = map_version;
+    h.sequence = ++e->sequence;
+    buf_writer_create(&out, 256);
+    cacheval_encode_closed(e->metric, &h, ring, start, &out);
+    x = store_write_add(w, e);
+    x->key_len = cache_key_bucket(x->key, e->name, e->name_len, e->generation,
+                                  ring, start);
+    x->value = buf_writer_release(&out, &x->len);
+    x->expire_s = (uint32_t)(layout->width_s * layout->capacity
+                             + STORE_EXPIRE_MARGIN_S);
+}
+
+static int
+store_dirty_has(const struct store_entry *e, enum ring ring, int64_t start)
+{
+    for (int i = 0; i < e->dirty_count[ring]; i++)
+        if (e->dirty_start[ring][i] == start)
+            return 1;
+    return 0;
+}
+
+/* Adds E's changed values at NOW_US to W. */
+static void
+store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
+                    uint64_t map_version, struct store_writes *w)
+{
+    struct codec_cache_header h = {0};
+    struct buf_writer out;
+    struct store_write *x;
+    int rolled = 0;
+
+    for (int r = 0; r < RING_COUNT; r++) {
+        const struct ring_layout *layout = window_ring_layout(r);
+        int64_t cur = window_align(now_us, layout->width_s);
+
+        if (e->open_start[r] != -1 && e->open_start[r] != cur)
+            rolled = 1;
+        if (e->repair) {
+            int64_t newest = window_align(now_us + EVENT_FUTURE_LIMIT_US,
+                                          layout->width_s);
+            int64_t start = newest - (int64_t)layout->capacity * layout->width_s;
+
+            for (; start <= newest; start += layout->width_s)
+                if (start != cur)
+                    store_write_closed(w, e, r, start, map_version);
+            continue;
+        }
+        for (int i = 0; i < e->dirty_count[r]; i++)
+            if (e->dirty_start[r][i] != cur)
+                store_write_closed(w, e, r, e->dirty_start[r][i], map_version);
+        if (e->open_start[r] != -1 && e->open_start[r] != cur
+            && !store_dirty_has(e, r, e->open_start[r]))
+            store_write_closed(w, e, r, e->open_start[r], map_version);
+    }
+    if (!e->dirty && !e->repair && !rolled)
+        return;
+    h.generation = e->generation;
+    h.map_version = map_version;
+    h.sequence = ++e->sequence;
+    buf_writer_create(&out, 256);
+    cacheval_encode_open(e->metric, &h, now_us, &out);
+    x = store_write_add(w, e);
+    x->key_len = cache_key_open(x->key, e->name, e->name_len);
+    x->value = buf_writer_release(&out, &x->len);
+    x->expire_s = (uint32_t)(s->idle_expiry_s + STORE_OPEN_EXPIRE_MARGIN_S);
+    for (int r = 0; r < RING_COUNT; r++) {
+        int64_t cur = window_align(now_us, window_ring_layout(r)->width_s);
+
+        e->open_start[r] = metric_bucket_at(e->metric, r, cur) != NULL ? cur
+                                                                       : -1;
+        e->dirty_count[r] = 0;
+    }
+    e->dirty = 0;
+    e->repair = 0;
+}
+
+size_t
+store_collect(struct store *s, int64_t now_us, uint64_t map_version,
+              struct store_write **writes)
+{
+    struct store_writes w = {0};
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->count;) {
+        struct store_entry *e = s->all[i];
+
+        if (now_us - e->updated_us > s->idle_expiry_s * EVENT_US_PER_SECOND) {
+            store_remove(s, e);      /* moves another entry into slot i */
+            s->stats.metrics_collected++;
+            continue;
+        }
+        if (e->metric != NULL)
+            store_collect_entry(s, e, now_us, map_version, &w);
+        i++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    *writes = w.items;
+    return w.count;
+}
+
+void
+store_writes_free(struct store_write *w, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(w[i].name);
+        free(w[i].value);
+    }
+    free(w);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reading                                                                 */
+/* ---------------------------------------------------------------------- */
+
+int
+store_get(struct store *s, const char *name, size_t name_len,
+          struct buf_writer *out, uint64_t *generation)
+{
+    struct store_entry *e;
+    int found = 0;
+
+    pthread_mutex_lock(&s->lock);
+    e = store_find(s, name, name_len, hash_fnv1a64(name, name_len));
+    *generation = e != NULL ? e->generation : 0;
+    if (e != NULL && e->metric != NULL) {
+        metric_encode(e->metric, out);
+        e->repair = 1;
+        found = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return found;
+}
+
+static int
+store_compare_names(const void *a, const void *b)
+{
+    const struct store_entry *x = *(const struct store_entry *const *)a;
+    const struct store_entry *y = *(const struct store_entry *const *)b;
+
+    return buf_compare(x->name, x->name_len, y->name, y->name_len);
+}
+
+json_object *
+store_list(struct store *s, const char *prefix, const char *after,
+           size_t limit)
+{
+    json_object *result = json_object_new_object();
+    json_object *metrics = json_object_new_array();
+    struct store_entry **match;
+    size_t n = 0, prefix_len = strlen(prefix), after_len = strlen(after);
+
+    pthread_mutex_lock(&s->lock);
+    match = xcalloc(s->count + 1, sizeof(*match));
+    for (size_t i = 0; i < s->count; i++) {
+        struct store_entry *e = s->all[i];
+
+        if (e->metric == NULL || e->name_len < prefix_len
+            || memcmp(e->name, prefix, prefix_len) != 0
+            || buf_compare(e->name, e->name_len, after, after_len) <= 0)
+            continue;
+        match[n++] = e;
+    }
+    qsort(match, n, sizeof(*match), store_compare_names);
+    for (size_t i = 0; i < n && i < limit; i++) {
+        json_object *m = json_object_new_object();
+
+        json_object_object_add(m, "name",
+                               json_object_new_string_len(
+                                   match[i]->name, (int)match[i]->name_len));
+        json_object_object_add(m, "type", json_object_new_string(
+            event_type_name(metric_type(match[i]->metric))));
+        json_object_object_add(m, "updated", json_object_new_double(
+            (double)match[i]->updated_us / EVENT_US_PER_SECOND));
+        json_object_array_add(metrics, m);
+    }
+    pthread_mutex_unlock(&s->lock);
+    json_object_object_add(result, "metrics", metrics);
+    json_object_object_add(result, "more", json_object_new_boolean(n > limit));
+    free(match);
+    return result;
+}
+
+size_t
+store_count(struct store *s)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->count; i++)
+        n += s->all[i]->metric != NULL;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+void
+store_stats(struct store *s, struct store_stats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,97 @@
+/*
+ * store: the metrics an aggregator instance owns, in memory, and what its
+ * flusher writes to memcached. Thread-safe: the consumer applies messages
+ * while the flusher collects changed buckets and the RPC responder reads.
+ *
+ *   consumer --store_apply(message)--> metrics (fold partial states,
+ *                                      tombstones bump generations)
+ *   flusher  --store_collect(now)----> values to write: the open-buckets
+ *                                      value of each changed metric, a
+ *                                      closed-bucket value for each bucket
+ *                                      that closed or changed after closing
+ *   responder --store_get / store_list / store_count
+ *
+ * Cache sequence numbers start at the wall clock in microseconds when an
+ * entry is created, so a restarted aggregator still writes forward.
+ */
+#ifndef TALLY_STORE_H
+#define TALLY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "codec.h"
+
+#define STORE_REASON_MAX 160
+
+struct store;
+
+/* Counters kept by the store (read with store_stats). */
+struct store_stats {
+    uint64_t entries_applied;
+    uint64_t events_applied;
+    uint64_t type_conflicts;
+    uint64_t stale_generation;
+    uint64_t tombstones;
+    uint64_t metrics_collected;
+};
+
+/* One refused entry or applied tombstone, reported after store_apply. */
+struct store_notice {
+    int tombstone;                 /* 0: refused entry; 1: applied delete */
+    char *name;                    /* owned, NUL-terminated */
+    enum event_type type;          /* the entry's type */
+    uint64_t generation;           /* tombstone: the new generation */
+    uint64_t sequence;             /* tombstone: cache sequence to use */
+    uint64_t event_count;
+    char reason[STORE_REASON_MAX]; /* refused: why */
+};
+
+/* One value to write. */
+struct store_write {
+    char *name;                    /* owned */
+    size_t name_len;
+    char key[CACHE_KEY_MAX];
+    size_t key_len;
+    uint8_t *value;                /* owned */
+    size_t len;
+    uint32_t expire_s;
+};
+
+/* IDLE_EXPIRY_S: a metric without an event for that long is collected. */
+struct store *store_create(int64_t idle_expiry_s);
+void store_destroy(struct store *s);
+
+/* Applies every entry of MSG at NOW_US. Refused entries (type conflict,
+ * deleted generation) and applied tombstones are returned in *NOTICES (a
+ * new array owned by the caller: store_notices_free) with their count. */
+size_t store_apply(struct store *s, const struct codec_message *msg,
+                   int64_t now_us, struct store_notice **notices);
+void store_notices_free(struct store_notice *n, size_t count);
+
+/* The values the flusher must write at NOW_US (a new array owned by the
+ * caller: store_writes_free), headers stamped with MAP_VERSION. Also
+ * collects idle metrics. */
+size_t store_collect(struct store *s, int64_t now_us, uint64_t map_version,
+                     struct store_write **writes);
+void store_writes_free(struct store_write *w, size_t count);
+
+/* Appends metric_encode of NAME to OUT and returns 1, or returns 0 when it
+ * does not exist (deleted or never seen; *GENERATION is still set). Marks
+ * the metric for a full rewrite at the next flush (a reader missed it in
+ * the cache). */
+int store_get(struct store *s, const char *name, size_t name_len,
+              struct buf_writer *out, uint64_t *generation);
+/* {"metrics":[{"name","type","updated"}...],"more":bool}: names starting
+ * with PREFIX and after AFTER, in byte order, at most LIMIT. New object
+ * owned by the caller. */
+json_object *store_list(struct store *s, const char *prefix,
+                        const char *after, size_t limit);
+size_t store_count(struct store *s);
+void store_stats(struct store *s, struct store_stats *out);
+
+#endif

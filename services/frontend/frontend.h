@@ -1,0 +1,150 @@
+/*
+ * frontend: the shared state of tally-frontend and the functions its files
+ * export to each other.
+ *
+ *   main.c       options, startup, shutdown, the HTTP handler
+ *   record.c     events.record and ingest: validate, type-check, fold
+ *                into partial states, one sub-batch per owning instance
+ *   query.c      metrics.query, metrics.list, metrics.delete,
+ *                cluster.status, rpc.discover
+ *   inbox.c      the consuming connection: tally.ingest, control
+ *                messages, replies to tally.rpc requests
+ *   meta.c       the short local cache of metric types and generations
+ *   publisher.c  the publishing connection (group commit, confirms)
+ */
+#ifndef TALLY_FRONTEND_H
+#define TALLY_FRONTEND_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "bus.h"
+#include "cache.h"
+#include "daemon.h"
+#include "event.h"
+#include "jsonrpc.h"
+#include "publisher.h"
+#include "slotmap.h"
+
+#define FRONTEND_ORIGIN_MAX 64
+#define FRONTEND_REASON_MAX 256
+
+/* Application error codes of whole calls (schema/errors.md). */
+#define FRONTEND_ERR_NOT_QUEUED 1201     /* events not durably queued */
+#define FRONTEND_ERR_INSTANCE 1202       /* an owner did not answer */
+#define FRONTEND_ERR_TOO_MANY_EVENTS 1203
+
+struct frontend_options {
+    struct daemon_options common;
+    long http_port;
+    long http_threads;
+    long body_max;
+    long batch_max;
+    long events_max;
+    char *cors_origins;
+    long rpc_timeout_ms;
+    long confirm_timeout_ms;
+    long meta_ttl_ms;
+    char *openrpc;
+};
+
+struct meta;
+struct inbox;
+
+struct frontend {
+    struct frontend_options opts;
+    struct slotmap *map;
+    struct bus_config bus_config;
+    struct cache *cache;
+    struct publisher *publisher;
+    struct inbox *inbox;
+    struct meta *meta;
+    json_object *openrpc;               /* rpc.discover answer */
+    char origin[FRONTEND_ORIGIN_MAX];   /* codec origin of sub-batches */
+    struct jsonrpc_limits limits;
+};
+
+/* One HTTP request's JSON-RPC batch in flight. Calls completed from other
+ * threads go through exchange_complete, which answers the HTTP request
+ * once the last call is done. */
+struct exchange {
+    struct frontend *fe;
+    struct http_request *http;
+    struct jsonrpc_batch *batch;
+    pthread_mutex_t lock;
+    int dispatching;
+};
+/* Completes CALL of X with RESULT (taken) or, when RESULT is NULL, with
+ * error CODE, MESSAGE and DATA (taken); from any thread. */
+void exchange_complete(struct exchange *x, struct jsonrpc_call *call,
+                       json_object *result, int code, const char *message,
+                       json_object *data);
+
+/* ---- meta.c: what a frontend knows about a metric ------------------- */
+struct meta_info {
+    int exists;               /* an open value or the owner said so */
+    int deleted;              /* a tombstone */
+    enum event_type type;     /* when exists */
+    uint64_t generation;
+};
+struct meta *meta_create(long ttl_ms);
+void meta_destroy(struct meta *m);
+/* What is known about NAME, from the local cache or else memcached
+ * (cached for the TTL). A cache error counts as "unknown" (exists 0). */
+void meta_lookup(struct frontend *fe, const char *name, size_t len,
+                 struct meta_info *out);
+/* Drops what is cached about NAME (a control message said it changed). */
+void meta_forget(struct meta *m, const char *name, size_t len);
+
+/* ---- inbox.c -------------------------------------------------------- */
+struct inbox *inbox_create(struct frontend *fe);
+void inbox_destroy(struct inbox *in);
+int inbox_ready(struct inbox *in);
+/* Sends REQUEST (JSON) to each of the N instances INSTANCES over
+ * tally.rpc and waits up to the rpc timeout for all replies. REPLIES[i]
+ * gets a new reply body (owned by the caller, free) and LENS[i] its
+ * length, with BINARY[i] set for a non-JSON body; NULL when instance i
+ * did not answer. */
+void inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
+                const char *request, char **replies, size_t *lens,
+                int *binary);
+/* Waits up to TIMEOUT_MS for the control announcement that NAME was
+ * deleted with a generation >= GENERATION. 1 if it came, else 0. */
+int inbox_wait_deleted(struct inbox *in, const char *name,
+                       uint64_t generation, long timeout_ms);
+
+/* ---- record.c ------------------------------------------------------- */
+/* The outcome of recording a batch of events. */
+struct record {
+    struct frontend *fe;
+    json_object *rejected;         /* array of {"index","code","message"} */
+    size_t accepted;
+    size_t pending;                /* items not yet settled */
+    int failed;
+    char reason[FRONTEND_REASON_MAX];
+    void (*finish)(struct record *r);   /* called once all settled */
+    void *ctx;
+    pthread_mutex_t lock;
+};
+/* Validates the events of EVENTS (a JSON array, borrowed), rejects bad
+ * ones into R->rejected, folds the rest and submits one item per owning
+ * instance. R->finish runs once every item settled (maybe before this
+ * returns, maybe from the publisher thread); it runs at once when nothing
+ * was accepted. R must stay alive until then. */
+void record_events(struct record *r, json_object *events);
+void record_init(struct record *r, struct frontend *fe,
+                 void (*finish)(struct record *r), void *ctx);
+void record_destroy(struct record *r);
+int method_events_record(struct jsonrpc_call *call, void *ctx);
+
+/* ---- query.c -------------------------------------------------------- */
+int method_metrics_query(struct jsonrpc_call *call, void *ctx);
+int method_metrics_list(struct jsonrpc_call *call, void *ctx);
+int method_metrics_delete(struct jsonrpc_call *call, void *ctx);
+int method_cluster_status(struct jsonrpc_call *call, void *ctx);
+int method_rpc_discover(struct jsonrpc_call *call, void *ctx);
+
+#endif

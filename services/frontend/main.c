@@ -1,0 +1,241 @@
+/*
+ * tally-frontend: JSON-RPC 2.0 over HTTP (POST /rpc) in front of the bus
+ * and the cache. Stateless: run as many as you like.
+ *
+ *   HTTP (MHD pool) --jsonrpc_parse--> method table --> record.c, query.c
+ *   publisher thread (publisher.c)  inbox thread (inbox.c)
+ *
+ * A JSON-RPC batch may hold calls that finish on the publisher thread
+ * (events.record waits for broker confirms); the HTTP request stays
+ * suspended until the last call is done (struct exchange).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "frontend.h"
+#include "http.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define FRONTEND_HTTP_OK 200
+#define FRONTEND_HTTP_NO_CONTENT 204
+#define FRONTEND_TAG_MAX 64
+#define FRONTEND_OPENRPC_MAX (1024 * 1024)
+
+static const struct config_option frontend_table[] = {
+    DAEMON_OPTIONS(struct frontend_options, common),
+    {"http-port", CONFIG_INT, offsetof(struct frontend_options, http_port),
+     "8080", 0, 65535, "HTTP port of /rpc, /healthz and /readyz"},
+    {"http-threads", CONFIG_INT,
+     offsetof(struct frontend_options, http_threads), "2", 1, 64,
+     "HTTP worker threads"},
+    {"body-max", CONFIG_INT, offsetof(struct frontend_options, body_max),
+     "1048576", 1024, 64 * 1024 * 1024, "largest request body (bytes)"},
+    {"batch-max", CONFIG_INT, offsetof(struct frontend_options, batch_max),
+     "1000", 1, 100000, "most calls in one JSON-RPC batch"},
+    {"events-max", CONFIG_INT, offsetof(struct frontend_options, events_max),
+     "10000", 1, 1000000, "most events in one events.record call"},
+    {"cors-origins", CONFIG_STRING,
+     offsetof(struct frontend_options, cors_origins), "", 0, 0,
+     "origins allowed to call from a browser, comma-separated, or *"},
+    {"rpc-timeout-ms", CONFIG_INT,
+     offsetof(struct frontend_options, rpc_timeout_ms), "1000", 10, 60000,
+     "how long to wait for aggregators' answers"},
+    {"confirm-timeout-ms", CONFIG_INT,
+     offsetof(struct frontend_options, confirm_timeout_ms), "1000", 10,
+     60000, "how long to wait for a broker confirm before giving up"},
+    {"meta-ttl-ms", CONFIG_INT, offsetof(struct frontend_options, meta_ttl_ms),
+     "1000", 0, 60000, "how long a metric's type is cached locally"},
+    {"openrpc", CONFIG_STRING, offsetof(struct frontend_options, openrpc),
+     SCHEMA_DIR "/openrpc.json", 0, 0, "the OpenRPC document rpc.discover "
+     "returns"},
+};
+#define FRONTEND_TABLE_SIZE (sizeof(frontend_table) / sizeof(frontend_table[0]))
+
+static const struct jsonrpc_method frontend_methods[] = {
+    {"events.record", method_events_record},
+    {"metrics.query", method_metrics_query},
+    {"metrics.list", method_metrics_list},
+    {"metrics.delete", method_metrics_delete},
+    {"cluster.status", method_cluster_status},
+    {"rpc.discover", method_rpc_discover},
+};
+#define FRONTEND_METHOD_COUNT \
+    (sizeof(frontend_methods) / sizeof(frontend_methods[0]))
+
+/* ---------------------------------------------------------------------- */
+/* Exchanges                                                               */
+/* ---------------------------------------------------------------------- */
+
+/* Answers X's HTTP request and frees X; the lock must not be held. */
+static void
+exchange_finish(struct exchange *x)
+{
+    size_t len;
+    char *text = jsonrpc_batch_response(x->batch, &len);
+
+    if (text == NULL)
+        http_request_respond(x->http, FRONTEND_HTTP_NO_CONTENT, NULL, 0);
+    else
+        http_request_respond(x->http, FRONTEND_HTTP_OK, text, len);
+    free(text);
+    jsonrpc_batch_destroy(x->batch);
+    pthread_mutex_destroy(&x->lock);
+    free(x);
+}
+
+void
+exchange_complete(struct exchange *x, struct jsonrpc_call *call,
+                  json_object *result, int code, const char *message,
+                  json_object *data)
+{
+    int last;
+
+    pthread_mutex_lock(&x->lock);
+    if (result != NULL)
+        jsonrpc_call_result(call, result);
+    else
+        jsonrpc_call_error(call, code, message, data);
+    last = !x->dispatching && jsonrpc_batch_pending(x->batch) == 0;
+    pthread_mutex_unlock(&x->lock);
+    if (last)
+        exchange_finish(x);
+}
+
+static void
+frontend_rpc(struct http_request *req, const char *body, size_t len,
+             void *ctx)
+{
+    struct frontend *fe = ctx;
+    struct exchange *x = xcalloc(1, sizeof(*x));
+    int last;
+
+    x->fe = fe;
+    x->http = req;
+    x->batch = jsonrpc_parse(body, len, &fe->limits);
+    pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_lock(&x->lock);
+    x->dispatching = 1;
+    jsonrpc_dispatch(x->batch, frontend_methods, FRONTEND_METHOD_COUNT, x);
+    x->dispatching = 0;
+    last = jsonrpc_batch_pending(x->batch) == 0;
+    pthread_mutex_unlock(&x->lock);
+    if (last)
+        exchange_finish(x);
+}
+
+static int
+frontend_ready(void *ctx, char *why, size_t whylen)
+{
+    struct frontend *fe = ctx;
+
+    if (!publisher_ready(fe->publisher)) {
+        snprintf(why, whylen, "the publisher is not connected to RabbitMQ");
+        return 0;
+    }
+    if (!inbox_ready(fe->inbox)) {
+        snprintf(why, whylen, "the consumer is not connected to RabbitMQ");
+        return 0;
+    }
+    return 1;
+}
+
+static json_object *
+frontend_load_openrpc(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *text;
+    size_t len;
+    json_object *doc;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open %s", path);
+        return NULL;
+    }
+    text = xmalloc(FRONTEND_OPENRPC_MAX);
+    len = fread(text, 1, FRONTEND_OPENRPC_MAX, f);
+    fclose(f);
+    doc = daemon_parse_json(text, len);
+    free(text);
+    if (doc == NULL)
+        snprintf(err, errlen, "%s is not one JSON document", path);
+    return doc;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct frontend fe;
+    struct http_server *http = NULL;
+    struct http_config hc = {0};
+    char err[DAEMON_ERR_MAX], tag[FRONTEND_TAG_MAX], host[FRONTEND_TAG_MAX];
+    int rc, status = 1;
+
+    memset(&fe, 0, sizeof(fe));
+    rc = config_parse(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts, argc,
+                      argv, stdout, err, sizeof(err));
+    if (rc != CONFIG_RUN) {
+        if (rc < 0)
+            fprintf(stderr, "tally-frontend: %s\n", err);
+        config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
+        return rc < 0 ? 2 : 0;
+    }
+    snprintf(tag, sizeof(tag), "frontend :%ld", fe.opts.http_port);
+    fe.map = daemon_setup(&fe.opts.common, tag, err, sizeof(err));
+    if (fe.map == NULL)
+        goto fail;
+    fe.openrpc = frontend_load_openrpc(fe.opts.openrpc, err, sizeof(err));
+    if (fe.openrpc == NULL)
+        goto fail;
+    fe.cache = cache_create(fe.opts.common.memcached, CACHE_TIMEOUT_MS_DEFAULT,
+                            err, sizeof(err));
+    if (fe.cache == NULL)
+        goto fail;
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "host");
+    host[sizeof(host) - 1] = '\0';
+    for (char *p = host; *p != '\0'; p++)
+        if (*p <= ' ' || *p > '~')
+            *p = '-';
+    snprintf(fe.origin, sizeof(fe.origin), "fe-%.40s:%ld", host,
+             fe.opts.http_port);
+    fe.limits.batch_max = (size_t)fe.opts.batch_max;
+    daemon_catch_signals();
+    daemon_bus_config(&fe.opts.common, &fe.bus_config);
+    fe.meta = meta_create(fe.opts.meta_ttl_ms);
+    fe.publisher = publisher_create(&fe.bus_config, fe.map,
+                                    (int)fe.opts.confirm_timeout_ms);
+    fe.inbox = inbox_create(&fe);
+    hc.address = fe.opts.common.http_address;
+    hc.port = (int)fe.opts.http_port;
+    hc.body_max = (size_t)fe.opts.body_max;
+    hc.threads = (unsigned)fe.opts.http_threads;
+    hc.cors_origins = fe.opts.cors_origins;
+    http = http_server_start(&hc, frontend_rpc, frontend_ready, &fe, err,
+                             sizeof(err));
+    if (http == NULL)
+        goto stop;
+    log_info("serving http://%s:%d/rpc (%u instances, map version %llu)",
+             hc.address, http_server_port(http), fe.map->instances,
+             (unsigned long long)fe.map->version);
+    while (!daemon_stopping)
+        daemon_sleep_ms(DAEMON_RECONNECT_MAX_MS);
+    log_info("stopping");
+    http_server_stop(http);
+    status = 0;
+stop:
+    inbox_destroy(fe.inbox);
+    publisher_destroy(fe.publisher);
+    meta_destroy(fe.meta);
+fail:
+    if (status != 0)
+        fprintf(stderr, "tally-frontend: %s\n", err);
+    if (fe.cache != NULL)
+        cache_destroy(fe.cache);
+    json_object_put(fe.openrpc);
+    slotmap_destroy(fe.map);
+    config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
+    return status;
+}

@@ -1,0 +1,65 @@
+/*
+ * publisher: the frontend's publishing connection and its I/O thread.
+ * Requests hand it items; it packs the pending items of one instance into
+ * one bus message (group commit), publishes persistent and mandatory in
+ * confirm mode, and reports each item's fate once the broker answered.
+ *
+ *   MHD / inbox threads --publisher_submit--> queue --(eventfd)--> thread:
+ *     group by instance -> codec message of many sub-batches -> publish
+ *     basic.ack  (multiple) -> done(ok)
+ *     basic.nack            -> done(fail, "overloaded")
+ *     basic.return + ack    -> done(fail, "unroutable")
+ *     connection lost / no confirm within the timeout -> done(fail)
+ *
+ * A returned or nacked message is a failure, never a success. Before
+ * publishing under a map, the thread declares every instance queue the
+ * map names. Not yet: republishing unconfirmed messages after a reconnect
+ * (the durability issue); today they fail and the client retries.
+ */
+#ifndef TALLY_PUBLISHER_H
+#define TALLY_PUBLISHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "slotmap.h"
+
+#define PUBLISHER_REASON_MAX 320
+
+/* Called once per item, from the publisher thread. OK is 1 when the broker
+ * confirmed it; else REASON says why not. */
+typedef void (*publisher_done_fn)(void *ctx, int ok, const char *reason);
+
+struct publisher_item;
+struct publisher;
+
+/* Starts the thread. CONFIG's strings and MAP are borrowed for the
+ * publisher's life. */
+struct publisher *publisher_create(const struct bus_config *config,
+                                   const struct slotmap *map,
+                                   int confirm_timeout_ms);
+/* Stops the thread; items not yet confirmed fail with "shutting down". */
+void publisher_destroy(struct publisher *p);
+/* 1 when connected with the topology declared. */
+int publisher_ready(struct publisher *p);
+
+/* An item for INSTANCE's queue: a codec message of one sub-batch (DATA,
+ * LEN bytes; ownership passes to the publisher). */
+struct publisher_item *publisher_item_events(uint32_t instance, uint8_t *data,
+                                             size_t len,
+                                             publisher_done_fn done,
+                                             void *ctx);
+/* A raw message (BODY copied) to EXCHANGE with ROUTING_KEY and PROPS
+ * (strings copied), published on its own. */
+struct publisher_item *publisher_item_raw(const char *exchange,
+                                          const char *routing_key,
+                                          const void *body, size_t len,
+                                          const struct bus_props *props,
+                                          int mandatory,
+                                          publisher_done_fn done, void *ctx);
+/* Queues ITEM (ownership passes). Fails it at once with a reason when the
+ * broker is unreachable. */
+void publisher_submit(struct publisher *p, struct publisher_item *item);
+
+#endif

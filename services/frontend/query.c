@@ -1,0 +1,562 @@
+/*
+ * query: the read and admin methods of the frontend.
+ *
+ *   metrics.query   open value (memcached) --> closed buckets of the window
+ *                   (one multi-get) --> assemble --> metric_render; a miss,
+ *                   an incomplete set or a cache error asks the owner over
+ *                   tally.rpc for the whole metric
+ *   metrics.list    asks every instance, merges by name
+ *   metrics.delete  tombstone to the owner through tally.events, then waits
+ *                   for the owner's tally.control announcement
+ *   cluster.status  asks every instance
+ *   rpc.discover    the OpenRPC document
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "cacheval.h"
+#include "codec.h"
+#include "frontend.h"
+#include "log.h"
+#include "metric.h"
+#include "window.h"
+#include "xalloc.h"
+
+#define QUERY_NAMES_MAX 100
+#define QUERY_LIST_DEFAULT 100
+#define QUERY_LIST_MAX 1000
+#define QUERY_BUCKETS_MAX 128
+#define QUERY_REASON_MAX 256
+
+/* Rejects any params member not in ALLOWED (NULL-terminated). */
+static int
+query_known_params(struct jsonrpc_call *call, const char *const *allowed)
+{
+    char reason[QUERY_REASON_MAX];
+
+    json_object_object_foreach(jsonrpc_call_params(call), key, value) {
+        size_t i;
+
+        (void)value;
+        for (i = 0; allowed[i] != NULL; i++)
+            if (strcmp(key, allowed[i]) == 0)
+                break;
+        if (allowed[i] == NULL) {
+            snprintf(reason, sizeof(reason), "unknown parameter \"%s\"", key);
+            jsonrpc_call_invalid_params(call, reason);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+query_name_valid(json_object *v)
+{
+    return json_object_is_type(v, json_type_string)
+           && event_name_valid(json_object_get_string(v),
+                               (size_t)json_object_get_string_len(v));
+}
+
+/* ---------------------------------------------------------------------- */
+/* metrics.query                                                           */
+/* ---------------------------------------------------------------------- */
+
+struct query_fetch {
+    struct cacheval_open *open;
+    const uint8_t *open_value;
+    size_t open_len;
+    int bad;
+    char err[CODEC_ERR_MAX];
+};
+
+static void
+query_found_open(void *ctx, size_t index, const uint8_t *value, size_t len)
+{
+    struct query_fetch *f = ctx;
+
+    (void)index;
+    if (cacheval_decode_open(value, len, f->open, f->err, sizeof(f->err)) != 0)
+        f->bad = 1;
+    else
+        f->open_value = value;
+}
+
+static void
+query_found_closed(void *ctx, size_t index, const uint8_t *value, size_t len)
+{
+    struct query_fetch *f = ctx;
+
+    (void)index;
+    if (cacheval_apply_closed(f->open, value, len, f->err, sizeof(f->err)) < 0)
+        f->bad = 1;
+}
+
+/* From memcached: 1 with *OUT set (NULL for a deleted metric), or 0 when
+ * the cache cannot answer (miss, incomplete, error). */
+static int
+query_from_cache(struct frontend *fe, const char *name, size_t len,
+                 enum window window, int series, int64_t now,
+                 json_object **out)
+{
+    struct cacheval_open open;
+    struct query_fetch f;
+    char key[CACHE_KEY_MAX], err[CACHE_ERR_MAX];
+    const char *keys[QUERY_BUCKETS_MAX];
+    char (*bucket_keys)[CACHE_KEY_MAX];
+    size_t key_lens[QUERY_BUCKETS_MAX];
+    int64_t starts[QUERY_BUCKETS_MAX];
+    enum ring ring;
+    size_t n;
+
+    memset(&f, 0, sizeof(f));
+    memset(&open, 0, sizeof(open));
+    f.open = &open;
+    keys[0] = key;
+    key_lens[0] = cache_key_open(key, name, len);
+    if (cache_mget(fe->cache, name, len, keys, key_lens, 1, query_found_open,
+                   &f, err, sizeof(err)) != 0) {
+        log_debug("query %.*s: %s", (int)len, name, err);
+        cacheval_open_release(&open);
+        return 0;
+    }
+    if (f.bad || f.open_value == NULL) {
+        cacheval_open_release(&open);
+        return 0;
+    }
+    if (open.metric == NULL) {          /* tombstone */
+        *out = NULL;
+        return 1;
+    }
+    n = 0;
+    if (window != WINDOW_ALL || series)
+        n = cacheval_wanted(&open, window, now, &ring, starts,
+                            QUERY_BUCKETS_MAX);
+    if (n > 0) {
+        bucket_keys = xcalloc(n, CACHE_KEY_MAX);
+        for (size_t i = 0; i < n; i++) {
+            key_lens[i] = cache_key_bucket(bucket_keys[i], name, len,
+                                           open.header.generation, ring,
+                                           starts[i]);
+            keys[i] = bucket_keys[i];
+        }
+        if (cache_mget(fe->cache, name, len, keys, key_lens, n,
+                       query_found_closed, &f, err, sizeof(err)) != 0)
+            f.bad = 1;
+        free(bucket_keys);
+        if (f.bad || !cacheval_complete(&open, window, now)) {
+            cacheval_open_release(&open);
+            return 0;
+        }
+    }
+    *out = metric_render(open.metric, window, now, series);
+    cacheval_open_release(&open);
+    return 1;
+}
+
+/* From the owner: 0 with *OUT set (NULL when it does not exist), or -1 with
+ * a reason. */
+static int
+query_from_owner(struct frontend *fe, const char *name, size_t len,
+                 enum window window, int series, int64_t now,
+                 json_object **out, char *reason, size_t reasonlen)
+{
+    uint32_t owner = slotmap_owner(fe->map, slotmap_slot(name, len));
+    json_object *req = json_object_new_object();
+    char *reply;
+    size_t reply_len;
+    int binary;
+
+    json_object_object_add(req, "op", json_object_new_string("get"));
+    json_object_object_add(req, "name", json_object_new_string_len(name,
+                                                                   (int)len));
+    inbox_call(fe->inbox, &owner, 1,
+               json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN),
+               &reply, &reply_len, &binary);
+    json_object_put(req);
+    if (reply == NULL) {
+        snprintf(reason, reasonlen, "instance %" PRIu32 " did not answer "
+                 "within %ld ms", owner, fe->opts.rpc_timeout_ms);
+        return -1;
+    }
+    *out = NULL;
+    if (binary) {
+        struct buf_reader in;
+        char err[CODEC_ERR_MAX];
+        struct metric *m;
+
+        buf_reader_init(&in, reply, reply_len);
+        m = metric_decode(&in, err, sizeof(err));
+        if (m == NULL) {
+            snprintf(reason, reasonlen, "instance %" PRIu32 " sent a bad "
+                     "metric: %s", owner, err);
+            free(reply);
+            return -1;
+        }
+        *out = metric_render(m, window, now, series);
+        metric_destroy(m);
+    }
+    free(reply);
+    return 0;
+}
+
+int
+method_metrics_query(struct jsonrpc_call *call, void *ctx)
+{
+    static const char *const allowed[] = {"names", "window", "series", NULL};
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    json_object *params = jsonrpc_call_params(call), *names, *v, *metrics;
+    enum window window = WINDOW_ALL;
+    int series = 0;
+    int64_t now = daemon_now_us();
+    size_t n;
+
+    if (jsonrpc_params_object(call) != 0
+        || query_known_params(call, allowed) != 0)
+        return JSONRPC_DONE;
+    if (!json_object_object_get_ex(params, "names", &names)
+        || !json_object_is_type(names, json_type_array)
+        || (n = json_object_array_length(names)) == 0 || n > QUERY_NAMES_MAX)
+        goto bad_names;
+    for (size_t i = 0; i < n; i++)
+        if (!query_name_valid(json_object_array_get_idx(names, i)))
+            goto bad_names;
+    if (json_object_object_get_ex(params, "window", &v)
+        && (!json_object_is_type(v, json_type_string)
+            || window_parse(json_object_get_string(v),
+                            (size_t)json_object_get_string_len(v),
+                            &window) != 0)) {
+        jsonrpc_call_invalid_params(call,
+                                    "window must be one of 1m, 10m, 1h, 1d, all");
+        return JSONRPC_DONE;
+    }
+    if (json_object_object_get_ex(params, "series", &v)) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            jsonrpc_call_invalid_params(call, "series must be a boolean");
+            return JSONRPC_DONE;
+        }
+        series = json_object_get_boolean(v);
+    }
+    metrics = json_object_new_object();
+    for (size_t i = 0; i < n; i++) {
+        json_object *name = json_object_array_get_idx(names, i), *out = NULL;
+        const char *s = json_object_get_string(name);
+        size_t len = (size_t)json_object_get_string_len(name);
+        char reason[QUERY_REASON_MAX];
+
+        if (!query_from_cache(fe, s, len, window, series, now, &out)
+            && query_from_owner(fe, s, len, window, series, now, &out,
+                                reason, sizeof(reason)) != 0) {
+            json_object_put(metrics);
+            jsonrpc_call_error(call, FRONTEND_ERR_INSTANCE,
+                               "Instance unavailable",
+                               json_object_new_string(reason));
+            return JSONRPC_DONE;
+        }
+        json_object_object_add(metrics, s, out);
+    }
+    v = json_object_new_object();
+    json_object_object_add(v, "metrics", metrics);
+    jsonrpc_call_result(call, v);
+    return JSONRPC_DONE;
+
+bad_names:
+    jsonrpc_call_invalid_params(call,
+                                "names must be an array of 1 to 100 metric names");
+    return JSONRPC_DONE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Fan-out: metrics.list and cluster.status                                */
+/* ---------------------------------------------------------------------- */
+
+/* Asks every instance REQUEST; returns the parsed JSON replies (NULL where
+ * none came) in a new array of M entries, and the silent ones in
+ * *UNREACHABLE (a new JSON array). */
+static json_object **
+query_ask_all(struct frontend *fe, json_object *request,
+              json_object **unreachable)
+{
+    uint32_t m = fe->map->instances;
+    uint32_t *instances = xcalloc(m, sizeof(*instances));
+    char **replies = xcalloc(m, sizeof(*replies));
+    size_t *lens = xcalloc(m, sizeof(*lens));
+    int *binary = xcalloc(m, sizeof(*binary));
+    json_object **parsed = xcalloc(m, sizeof(*parsed));
+
+    for (uint32_t i = 0; i < m; i++)
+        instances[i] = i;
+    inbox_call(fe->inbox, instances, m,
+               json_object_to_json_string_ext(request, JSON_C_TO_STRING_PLAIN),
+               replies, lens, binary);
+    *unreachable = json_object_new_array();
+    for (uint32_t i = 0; i < m; i++) {
+        if (replies[i] != NULL && !binary[i])
+            parsed[i] = daemon_parse_json(replies[i], lens[i]);
+        if (parsed[i] == NULL)
+            json_object_array_add(*unreachable, json_object_new_int64(i));
+        free(replies[i]);
+    }
+    free(instances);
+    free(replies);
+    free(lens);
+    free(binary);
+    return parsed;
+}
+
+static int
+query_compare_names(const void *a, const void *b)
+{
+    json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
+    json_object *nx, *ny;
+
+    json_object_object_get_ex(x, "name", &nx);
+    json_object_object_get_ex(y, "name", &ny);
+    return buf_compare(json_object_get_string(nx),
+                       (size_t)json_object_get_string_len(nx),
+                       json_object_get_string(ny),
+                       (size_t)json_object_get_string_len(ny));
+}
+
+int
+method_metrics_list(struct jsonrpc_call *call, void *ctx)
+{
+    static const char *const allowed[] = {"prefix", "after", "limit", NULL};
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    json_object *params = jsonrpc_call_params(call), *v, *req, *result;
+    json_object *unreachable, **replies, *all, *page;
+    const char *prefix = "", *after = "";
+    int64_t limit = QUERY_LIST_DEFAULT;
+    int more = 0;
+    size_t n;
+
+    if (params != NULL && (jsonrpc_params_object(call) != 0
+                           || query_known_params(call, allowed) != 0))
+        return JSONRPC_DONE;
+    if (params != NULL && json_object_object_get_ex(params, "prefix", &v)) {
+        if (!json_object_is_type(v, json_type_string)
+            || json_object_get_string_len(v) > EVENT_NAME_MAX) {
+            jsonrpc_call_invalid_params(call, "prefix must be a string of at "
+                                        "most 200 bytes");
+            return JSONRPC_DONE;
+        }
+        prefix = json_object_get_string(v);
+    }
+    if (params != NULL && json_object_object_get_ex(params, "after", &v)) {
+        if (!json_object_is_type(v, json_type_string)
+            || json_object_get_string_len(v) > EVENT_NAME_MAX) {
+            jsonrpc_call_invalid_params(call, "after must be a string of at "
+                                        "most 200 bytes");
+            return JSONRPC_DONE;
+        }
+        after = json_object_get_string(v);
+    }
+    if (params != NULL && json_object_object_get_ex(params, "limit", &v)) {
+        if (!json_object_is_type(v, json_type_int)
+            || (limit = json_object_get_int64(v)) < 1
+            || limit > QUERY_LIST_MAX) {
+            jsonrpc_call_invalid_params(call, "limit must be an integer from "
+                                        "1 to 1000");
+            return JSONRPC_DONE;
+        }
+    }
+    req = json_object_new_object();
+    json_object_object_add(req, "op", json_object_new_string("list"));
+    json_object_object_add(req, "prefix", json_object_new_string(prefix));
+    json_object_object_add(req, "after", json_object_new_string(after));
+    json_object_object_add(req, "limit", json_object_new_int64(limit));
+    replies = query_ask_all(fe, req, &unreachable);
+    json_object_put(req);
+    all = json_object_new_array();
+    for (uint32_t i = 0; i < fe->map->instances; i++) {
+        json_object *metrics, *m;
+
+        if (replies[i] == NULL)
+            continue;
+        if (json_object_object_get_ex(replies[i], "more", &m)
+            && json_object_get_boolean(m))
+            more = 1;
+        if (json_object_object_get_ex(replies[i], "metrics", &metrics))
+            for (size_t k = 0; k < json_object_array_length(metrics); k++)
+                json_object_array_add(all, json_object_get(
+                    json_object_array_get_idx(metrics, k)));
+        json_object_put(replies[i]);
+    }
+    free(replies);
+    json_object_array_sort(all, query_compare_names);
+    n = json_object_array_length(all);
+    page = json_object_new_array();
+    for (size_t i = 0; i < n && i < (size_t)limit; i++)
+        json_object_array_add(page, json_object_get(
+            json_object_array_get_idx(all, i)));
+    result = json_object_new_object();
+    json_object_object_add(result, "metrics", page);
+    if (more || n > (size_t)limit) {
+        json_object *last, *name;
+
+        last = json_object_array_get_idx(page, (size_t)limit - 1);
+        json_object_object_get_ex(last, "name", &name);
+        json_object_object_add(result, "next", json_object_get(name));
+    } else {
+        json_object_object_add(result, "next", NULL);
+    }
+    json_object_object_add(result, "unreachable", unreachable);
+    json_object_put(all);
+    jsonrpc_call_result(call, result);
+    return JSONRPC_DONE;
+}
+
+int
+method_cluster_status(struct jsonrpc_call *call, void *ctx)
+{
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    json_object *req = json_object_new_object(), *unreachable, **replies;
+    json_object *result = json_object_new_object();
+    json_object *instances = json_object_new_array();
+    json_object *self = json_object_new_object();
+
+    json_object_object_add(req, "op", json_object_new_string("status"));
+    replies = query_ask_all(fe, req, &unreachable);
+    json_object_put(req);
+    for (uint32_t i = 0; i < fe->map->instances; i++)
+        if (replies[i] != NULL)
+            json_object_array_add(instances, replies[i]);
+    free(replies);
+    json_object_object_add(self, "version",
+                           json_object_new_string(TALLY_VERSION));
+    json_object_object_add(self, "origin", json_object_new_string(fe->origin));
+    json_object_object_add(self, "publisher_ready", json_object_new_boolean(
+        publisher_ready(fe->publisher)));
+    json_object_object_add(self, "inbox_ready", json_object_new_boolean(
+        inbox_ready(fe->inbox)));
+    json_object_object_add(result, "map_version",
+                           json_object_new_int64((int64_t)fe->map->version));
+    json_object_object_add(result, "instance_count",
+                           json_object_new_int64(fe->map->instances));
+    json_object_object_add(result, "instances", instances);
+    json_object_object_add(result, "unreachable", unreachable);
+    json_object_object_add(result, "frontend", self);
+    jsonrpc_call_result(call, result);
+    return JSONRPC_DONE;
+}
+
+int
+method_rpc_discover(struct jsonrpc_call *call, void *ctx)
+{
+    struct exchange *x = ctx;
+    json_object *copy = NULL;
+
+    json_object_deep_copy(x->fe->openrpc, &copy, NULL);
+    jsonrpc_call_result(call, copy);
+    return JSONRPC_DONE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* metrics.delete                                                          */
+/* ---------------------------------------------------------------------- */
+
+struct query_sync {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done, ok;
+    char reason[PUBLISHER_REASON_MAX];
+};
+
+static void
+query_sync_done(void *ctx, int ok, const char *reason)
+{
+    struct query_sync *s = ctx;
+
+    pthread_mutex_lock(&s->lock);
+    s->done = 1;
+    s->ok = ok;
+    if (!ok)
+        snprintf(s->reason, sizeof(s->reason), "%s", reason);
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+int
+method_metrics_delete(struct jsonrpc_call *call, void *ctx)
+{
+    static const char *const allowed[] = {"name", NULL};
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    json_object *params = jsonrpc_call_params(call), *name, *result;
+    struct meta_info info;
+    struct codec_encoder enc;
+    struct codec_subbatch sb;
+    struct buf_writer out;
+    struct query_sync sync;
+    const char *s;
+    size_t len, data_len;
+    uint16_t slot;
+    int64_t now = daemon_now_us();
+    uint8_t *data;
+    int applied;
+
+    if (jsonrpc_params_object(call) != 0
+        || query_known_params(call, allowed) != 0)
+        return JSONRPC_DONE;
+    if (!json_object_object_get_ex(params, "name", &name)
+        || !query_name_valid(name)) {
+        jsonrpc_call_invalid_params(call, "name must be a metric name");
+        return JSONRPC_DONE;
+    }
+    s = json_object_get_string(name);
+    len = (size_t)json_object_get_string_len(name);
+    slot = slotmap_slot(s, len);
+    meta_forget(fe->meta, s, len);
+    meta_lookup(fe, s, len, &info);
+
+    memset(&sb, 0, sizeof(sb));
+    if (getrandom(sb.dedup_key, sizeof(sb.dedup_key), 0)
+        != (ssize_t)sizeof(sb.dedup_key))
+        log_warn("getrandom failed; dedup key is not random");
+    sb.origin = fe->origin;
+    sb.origin_len = strlen(fe->origin);
+    sb.map_version = fe->map->version;
+    sb.created_us = now;
+    buf_writer_create(&out, 256);
+    codec_message_begin(&enc, &out);
+    codec_subbatch_begin(&enc, &sb);
+    codec_put_tombstone(&enc, slot, CODEC_TYPE_ANY, info.generation, s, len,
+                        now);
+    codec_subbatch_end(&enc);
+    codec_message_end(&enc);
+    data = buf_writer_release(&out, &data_len);
+
+    memset(&sync, 0, sizeof(sync));
+    pthread_mutex_init(&sync.lock, NULL);
+    pthread_cond_init(&sync.cond, NULL);
+    publisher_submit(fe->publisher,
+                     publisher_item_events(slotmap_owner(fe->map, slot), data,
+                                           data_len, query_sync_done, &sync));
+    pthread_mutex_lock(&sync.lock);
+    while (!sync.done)
+        pthread_cond_wait(&sync.cond, &sync.lock);
+    pthread_mutex_unlock(&sync.lock);
+    pthread_cond_destroy(&sync.cond);
+    pthread_mutex_destroy(&sync.lock);
+    if (!sync.ok) {
+        jsonrpc_call_error(call, FRONTEND_ERR_NOT_QUEUED,
+                           "Delete not queued; retry",
+                           json_object_new_string(sync.reason));
+        return JSONRPC_DONE;
+    }
+    applied = inbox_wait_deleted(fe->inbox, s, info.generation + 1,
+                                 fe->opts.rpc_timeout_ms);
+    meta_forget(fe->meta, s, len);
+    result = json_object_new_object();
+    json_object_object_add(result, "name", json_object_get(name));
+    json_object_object_add(result, "applied",
+                           json_object_new_boolean(applied));
+    jsonrpc_call_result(call, result);
+    return JSONRPC_DONE;
+}

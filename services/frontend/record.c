@@ -1,0 +1,413 @@
+/*
+ * record: events.record and the ingest path share this: validate each
+ * event, reject known type conflicts by index, fold the rest into partial
+ * states per (metric, 10-second granule) -- only within one request --
+ * and hand one sub-batch per owning instance to the publisher.
+ *
+ *   events[] --event_from_json--> rejected[] (index, code, message)
+ *            --meta_lookup------> 1010 type conflict
+ *            --fold-------------> partial state per (name, granule)
+ *            --codec------------> one message per instance --> publisher
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "codec.h"
+#include "frontend.h"
+#include "hash.h"
+#include "log.h"
+#include "state.h"
+#include "window.h"
+#include "xalloc.h"
+
+#define RECORD_MESSAGE_MAX 160
+
+/* One metric named in the request. */
+struct record_name {
+    const char *name;          /* borrowed from the request */
+    size_t len;
+    enum event_type type;
+    uint64_t generation;
+    uint16_t slot;
+};
+
+/* One partial state: a metric's events within one granule. */
+struct record_fold {
+    size_t name;               /* index into names */
+    int64_t granule_s;
+    int64_t first_us, last_us;
+    uint64_t count;
+    void *state;
+};
+
+struct record_table {
+    struct record_name *names;
+    size_t name_count, name_cap;
+    struct record_fold *folds;
+    size_t fold_count, fold_cap;
+    size_t *name_index;        /* open addressing: name index + 1 */
+    size_t *fold_index;        /* fold index + 1 */
+    size_t index_cap;          /* power of two, > 2 x entries */
+};
+
+static size_t
+record_slot_of(const struct record_table *t, uint64_t hash)
+{
+    return (size_t)hash & (t->index_cap - 1);
+}
+
+static uint64_t
+record_fold_hash(size_t name, int64_t granule)
+{
+    return hash_mix64((uint64_t)name * 0x9e3779b97f4a7c15ULL
+                      ^ (uint64_t)granule);
+}
+
+static void
+record_table_create(struct record_table *t, size_t events)
+{
+    memset(t, 0, sizeof(*t));
+    t->index_cap = 16;
+    while (t->index_cap < events * 2 + 2)
+        t->index_cap *= 2;
+    t->name_index = xcalloc(t->index_cap, sizeof(size_t));
+    t->fold_index = xcalloc(t->index_cap, sizeof(size_t));
+}
+
+static void
+record_table_destroy(struct record_table *t)
+{
+    for (size_t i = 0; i < t->fold_count; i++)
+        state_ops_for(t->names[t->folds[i].name].type)
+            ->destroy(t->folds[i].state);
+    free(t->names);
+    free(t->folds);
+    free(t->name_index);
+    free(t->fold_index);
+}
+
+/* The index of NAME in T, or -1 with *SLOT set to the free index slot. */
+static long
+record_find_name(struct record_table *t, const char *name, size_t len,
+                 size_t *slot)
+{
+    size_t i = record_slot_of(t, hash_fnv1a64(name, len));
+
+    for (; t->name_index[i] != 0; i = (i + 1) & (t->index_cap - 1)) {
+        struct record_name *n = &t->names[t->name_index[i] - 1];
+
+        if (n->len == len && memcmp(n->name, name, len) == 0)
+            return (long)(t->name_index[i] - 1);
+    }
+    *slot = i;
+    return -1;
+}
+
+static struct record_fold *
+record_find_fold(struct record_table *t, size_t name, int64_t granule)
+{
+    size_t i = record_slot_of(t, record_fold_hash(name, granule));
+    struct record_fold *f;
+
+    for (; t->fold_index[i] != 0; i = (i + 1) & (t->index_cap - 1)) {
+        f = &t->folds[t->fold_index[i] - 1];
+        if (f->name == name && f->granule_s == granule)
+            return f;
+    }
+    if (t->fold_count == t->fold_cap) {
+        t->fold_cap = t->fold_cap ? t->fold_cap * 2 : 16;
+        t->folds = xrealloc(t->folds, t->fold_cap * sizeof(*t->folds));
+    }
+    f = &t->folds[t->fold_count++];
+    t->fold_index[i] = t->fold_count;
+    memset(f, 0, sizeof(*f));
+    f->name = name;
+    f->granule_s = granule;
+    f->first_us = INT64_MAX;
+    f->last_us = INT64_MIN;
+    f->state = state_ops_for(t->names[name].type)->create(NULL);
+    return f;
+}
+
+static void
+record_reject(struct record *r, size_t index, int code, const char *message)
+{
+    json_object *o = json_object_new_object();
+
+    json_object_object_add(o, "index", json_object_new_int64((int64_t)index));
+    json_object_object_add(o, "code", json_object_new_int(code));
+    json_object_object_add(o, "message", json_object_new_string(message));
+    json_object_array_add(r->rejected, o);
+}
+
+/* Checks EV's type against what is known of its metric; returns the
+ * metric's index in T, or -1 with the event rejected. */
+static long
+record_name_for(struct record *r, struct record_table *t,
+                const struct event *ev, size_t index)
+{
+    char msg[RECORD_MESSAGE_MAX];
+    struct record_name *n;
+    struct meta_info info;
+    size_t slot;
+    long found = record_find_name(t, ev->name, ev->name_len, &slot);
+
+    if (found >= 0) {
+        n = &t->names[found];
+        if (n->type == ev->type)
+            return found;
+        snprintf(msg, sizeof(msg), "type conflict: metric \"%.*s\" is a %s, "
+                 "not a %s", (int)ev->name_len, ev->name,
+                 event_type_name(n->type), event_type_name(ev->type));
+        record_reject(r, index, EVENT_ERR_TYPE_CONFLICT, msg);
+        return -1;
+    }
+    meta_lookup(r->fe, ev->name, ev->name_len, &info);
+    if (info.exists && !info.deleted && info.type != ev->type) {
+        snprintf(msg, sizeof(msg), "type conflict: metric \"%.*s\" is a %s, "
+                 "not a %s", (int)ev->name_len, ev->name,
+                 event_type_name(info.type), event_type_name(ev->type));
+        record_reject(r, index, EVENT_ERR_TYPE_CONFLICT, msg);
+        return -1;
+    }
+    if (t->name_count == t->name_cap) {
+        t->name_cap = t->name_cap ? t->name_cap * 2 : 16;
+        t->names = xrealloc(t->names, t->name_cap * sizeof(*t->names));
+    }
+    n = &t->names[t->name_count++];
+    t->name_index[slot] = t->name_count;
+    n->name = ev->name;
+    n->len = ev->name_len;
+    n->type = ev->type;
+    n->generation = info.generation;
+    n->slot = slotmap_slot(ev->name, ev->name_len);
+    return (long)(t->name_count - 1);
+}
+
+static void
+record_item_done(void *ctx, int ok, const char *reason)
+{
+    struct record *r = ctx;
+    int last;
+
+    pthread_mutex_lock(&r->lock);
+    if (!ok && !r->failed) {
+        r->failed = 1;
+        snprintf(r->reason, sizeof(r->reason), "%s", reason);
+    }
+    last = --r->pending == 0;
+    pthread_mutex_unlock(&r->lock);
+    if (last)
+        r->finish(r);
+}
+
+/* Encodes the folds of INSTANCE as one message of one sub-batch. */
+static uint8_t *
+record_encode(struct record *r, struct record_table *t, uint32_t instance,
+              int64_t now_us, size_t *len)
+{
+    struct frontend *fe = r->fe;
+    struct buf_writer out, state;
+    struct codec_encoder enc;
+    struct codec_subbatch sb;
+
+    memset(&sb, 0, sizeof(sb));
+    if (getrandom(sb.dedup_key, sizeof(sb.dedup_key), 0)
+        != (ssize_t)sizeof(sb.dedup_key))
+        log_warn("getrandom failed; dedup key is not random");
+    sb.origin = fe->origin;
+    sb.origin_len = strlen(fe->origin);
+    sb.map_version = fe->map->version;
+    sb.created_us = now_us;
+    buf_writer_create(&out, 1024);
+    buf_writer_create(&state, 256);
+    codec_message_begin(&enc, &out);
+    codec_subbatch_begin(&enc, &sb);
+    for (size_t i = 0; i < t->fold_count; i++) {
+        const struct record_fold *f = &t->folds[i];
+        const struct record_name *n = &t->names[f->name];
+
+        if (slotmap_owner(fe->map, n->slot) != instance)
+            continue;
+        buf_writer_reset(&state);
+        state_ops_for(n->type)->encode(f->state, &state);
+        if (codec_put_partial(&enc, n->slot, n->type, n->generation, n->name,
+                              n->len, f->granule_s, f->first_us, f->last_us,
+                              f->count, state.data, state.len) != 0)
+            log_error("cannot encode a partial of %.*s: %s", (int)n->len,
+                      n->name, enc.err);
+    }
+    buf_writer_destroy(&state);
+    if (codec_subbatch_end(&enc) != 0 || codec_message_end(&enc) != 0) {
+        buf_writer_destroy(&out);
+        return NULL;
+    }
+    return buf_writer_release(&out, len);
+}
+
+void
+record_init(struct record *r, struct frontend *fe,
+            void (*finish)(struct record *r), void *ctx)
+{
+    memset(r, 0, sizeof(*r));
+    r->fe = fe;
+    r->rejected = json_object_new_array();
+    r->finish = finish;
+    r->ctx = ctx;
+    pthread_mutex_init(&r->lock, NULL);
+}
+
+void
+record_destroy(struct record *r)
+{
+    json_object_put(r->rejected);
+    pthread_mutex_destroy(&r->lock);
+}
+
+void
+record_events(struct record *r, json_object *events)
+{
+    struct frontend *fe = r->fe;
+    size_t n = json_object_array_length(events);
+    int64_t now = daemon_now_us();
+    struct record_table t;
+    uint8_t *owners;
+    struct publisher_item **items;
+    size_t item_count = 0;
+
+    record_table_create(&t, n);
+    for (size_t i = 0; i < n; i++) {
+        char msg[RECORD_MESSAGE_MAX];
+        struct event ev;
+        struct record_fold *f;
+        long name;
+        enum event_error code = event_from_json(
+            &ev, json_object_array_get_idx(events, i), now, msg, sizeof(msg));
+
+        if (code != EVENT_OK) {
+            record_reject(r, i, code, msg);
+            continue;
+        }
+        name = record_name_for(r, &t, &ev, i);
+        if (name < 0)
+            continue;
+        f = record_find_fold(&t, (size_t)name,
+                             window_align(ev.time_us, WINDOW_GRANULE_S));
+        state_ops_for(ev.type)->fold(f->state, &ev);
+        if (ev.time_us < f->first_us)
+            f->first_us = ev.time_us;
+        if (ev.time_us > f->last_us)
+            f->last_us = ev.time_us;
+        f->count++;
+        r->accepted++;
+    }
+    owners = xcalloc(fe->map->instances, 1);
+    for (size_t i = 0; i < t.fold_count; i++)
+        owners[slotmap_owner(fe->map, t.names[t.folds[i].name].slot)] = 1;
+    items = xcalloc(fe->map->instances, sizeof(*items));
+    for (uint32_t i = 0; i < fe->map->instances; i++) {
+        size_t len;
+        uint8_t *data;
+
+        if (!owners[i])
+            continue;
+        data = record_encode(r, &t, i, now, &len);
+        if (data == NULL)
+            continue;
+        items[item_count++] = publisher_item_events(i, data, len,
+                                                    record_item_done, r);
+    }
+    record_table_destroy(&t);
+    free(owners);
+    r->pending = item_count + 1;    /* +1 held until every item is out */
+    for (size_t i = 0; i < item_count; i++)
+        publisher_submit(fe->publisher, items[i]);
+    free(items);
+    record_item_done(r, 1, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* events.record                                                           */
+/* ---------------------------------------------------------------------- */
+
+struct record_call {
+    struct record record;
+    struct exchange *x;
+    struct jsonrpc_call *call;
+};
+
+static void
+record_call_finish(struct record *r)
+{
+    struct record_call *rc = r->ctx;
+
+    if (r->failed) {
+        json_object *data = json_object_new_string(r->reason);
+
+        exchange_complete(rc->x, rc->call, NULL, FRONTEND_ERR_NOT_QUEUED,
+                          "Events not queued; retry with the same batch id",
+                          data);
+    } else {
+        json_object *result = json_object_new_object();
+
+        json_object_object_add(result, "accepted",
+                               json_object_new_int64((int64_t)r->accepted));
+        json_object_object_add(result, "rejected", json_object_get(r->rejected));
+        exchange_complete(rc->x, rc->call, result, 0, NULL, NULL);
+    }
+    record_destroy(r);
+    free(rc);
+}
+
+int
+method_events_record(struct jsonrpc_call *call, void *ctx)
+{
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    json_object *params = jsonrpc_call_params(call), *events, *batch;
+    struct record_call *rc;
+    char reason[FRONTEND_REASON_MAX];
+    size_t n;
+
+    if (jsonrpc_params_object(call) != 0)
+        return JSONRPC_DONE;
+    json_object_object_foreach(params, key, value) {
+        (void)value;
+        if (strcmp(key, "events") != 0 && strcmp(key, "batch") != 0) {
+            snprintf(reason, sizeof(reason), "unknown parameter \"%s\"", key);
+            jsonrpc_call_invalid_params(call, reason);
+            return JSONRPC_DONE;
+        }
+    }
+    if (!json_object_object_get_ex(params, "events", &events)
+        || !json_object_is_type(events, json_type_array)
+        || json_object_array_length(events) == 0) {
+        jsonrpc_call_invalid_params(call, "events must be a non-empty array");
+        return JSONRPC_DONE;
+    }
+    if (json_object_object_get_ex(params, "batch", &batch)
+        && (!json_object_is_type(batch, json_type_string)
+            || json_object_get_string_len(batch) == 0
+            || json_object_get_string_len(batch) > EVENT_NAME_MAX)) {
+        jsonrpc_call_invalid_params(call,
+                                    "batch must be a string of 1 to 200 bytes");
+        return JSONRPC_DONE;
+    }
+    n = json_object_array_length(events);
+    if (n > (size_t)fe->opts.events_max) {
+        snprintf(reason, sizeof(reason), "at most %ld events per call, got %zu",
+                 fe->opts.events_max, n);
+        jsonrpc_call_error(call, FRONTEND_ERR_TOO_MANY_EVENTS,
+                           "Too many events", json_object_new_string(reason));
+        return JSONRPC_DONE;
+    }
+    rc = xcalloc(1, sizeof(*rc));
+    rc->x = x;
+    rc->call = call;
+    record_init(&rc->record, fe, record_call_finish, rc);
+    record_events(&rc->record, events);
+    return JSONRPC_PENDING;
+}

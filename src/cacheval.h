@@ -1,0 +1,84 @@
+/*
+ * cacheval: the bodies of tally's cache values, after the 32-byte header
+ * of schema/cache-value.md. The aggregator encodes them from a metric; a
+ * frontend decodes them and assembles a metric it can render exactly as
+ * the owner would (metric_render).
+ *
+ *   open buckets   first_us svarint, last_us svarint, `all` state,
+ *                  for each of the 3 rings: count varint, count x
+ *                  start_s svarint (ascending) -- every bucket the owner
+ *                  holds, so a reader can tell a missing value (evicted,
+ *                  flushed) from an empty bucket,
+ *                  count u8, count x (ring u8, start_s svarint, state)
+ *                  -- the bucket of each ring holding "now" at the flush
+ *   closed bucket  ring u8, start_s svarint, state
+ *   tombstone      (empty)
+ *
+ *   query:  open value --cacheval_decode_open--> metric (all + open buckets)
+ *           closed values --cacheval_apply_closed--> the window's buckets
+ *
+ * A bucket may sit both in the open value and in its own closed value
+ * (for example one written early for a future event); the value with the
+ * higher sequence wins, because both come from one per-metric counter.
+ */
+#ifndef TALLY_CACHEVAL_H
+#define TALLY_CACHEVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "codec.h"
+#include "metric.h"
+
+/* A decoded open-buckets or tombstone value. */
+struct cacheval_open {
+    struct codec_cache_header header;
+    struct metric *metric;            /* owned; NULL for a tombstone */
+    int64_t open_start[RING_COUNT];   /* bucket held per ring, or -1 */
+    int64_t *present[RING_COUNT];     /* owned: starts the owner holds */
+    size_t present_count[RING_COUNT];
+};
+
+/* Append a whole value, header H included (H's kind is set here; its type
+ * must be M's, 0 for the tombstone). The open value holds M's `all` and,
+ * for each ring, the bucket holding NOW_US if M has it.
+ * cacheval_encode_closed returns -1 (OUT untouched) if M has no such
+ * bucket. */
+void cacheval_encode_open(const struct metric *m, struct codec_cache_header *h,
+                          int64_t now_us, struct buf_writer *out);
+int cacheval_encode_closed(const struct metric *m,
+                           struct codec_cache_header *h, enum ring ring,
+                           int64_t start_s, struct buf_writer *out);
+void cacheval_encode_tombstone(struct codec_cache_header *h,
+                               struct buf_writer *out);
+
+/* Decodes an open-buckets or tombstone value (LEN bytes at VALUE,
+ * borrowed) into OUT. 0, or -1 with a reason in ERR (a closed-bucket
+ * value, a bad header or body). On 0 the caller releases OUT with
+ * cacheval_open_release. */
+int cacheval_decode_open(const uint8_t *value, size_t len,
+                         struct cacheval_open *out, char *err, size_t errlen);
+
+/* Puts the bucket of a closed-bucket value into OPEN's metric unless the
+ * open value holds a fresher copy of it or the value belongs to another
+ * generation or type. 1 applied, 0 skipped, -1 malformed (reason in
+ * ERR). */
+int cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
+                          size_t len, char *err, size_t errlen);
+
+/* The starts of the closed buckets a query of WINDOW at NOW_US needs
+ * (those the owner holds within the window; for WINDOW_ALL, the ring the
+ * all-series reads), written to STARTS (room for MAX); returns how many
+ * and sets *RING. */
+size_t cacheval_wanted(const struct cacheval_open *open, enum window window,
+                       int64_t now_us, enum ring *ring, int64_t *starts,
+                       size_t max);
+/* 1 if OPEN's metric now holds every bucket cacheval_wanted named, else 0
+ * (a value was missing: ask the owner). */
+int cacheval_complete(const struct cacheval_open *open, enum window window,
+                      int64_t now_us);
+
+void cacheval_open_release(struct cacheval_open *open);
+
+#endif

@@ -1,0 +1,116 @@
+/*
+ * daemon: shared daemon plumbing, see daemon.h.
+ */
+#include "daemon.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define DAEMON_NS_PER_US 1000
+#define DAEMON_US_PER_S 1000000LL
+#define DAEMON_SLEEP_STEP_MS 50
+#define DAEMON_NS_PER_MS 1000000L
+
+volatile sig_atomic_t daemon_stopping;
+
+static void
+daemon_on_signal(int sig)
+{
+    (void)sig;
+    daemon_stopping = 1;
+}
+
+void
+daemon_catch_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = daemon_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+int64_t
+daemon_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * DAEMON_US_PER_S + ts.tv_nsec / DAEMON_NS_PER_US;
+}
+
+void
+daemon_sleep_ms(long ms)
+{
+    while (ms > 0 && !daemon_stopping) {
+        long step = ms < DAEMON_SLEEP_STEP_MS ? ms : DAEMON_SLEEP_STEP_MS;
+        struct timespec ts = {0, step * DAEMON_NS_PER_MS};
+
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+struct slotmap *
+daemon_setup(const struct daemon_options *o, const char *tag, char *err,
+             size_t errlen)
+{
+    enum log_level level;
+
+    if (log_level_parse(o->log_level, &level) != 0) {
+        snprintf(err, errlen, "log-level: \"%s\" is not one of debug, info, "
+                 "warn, error", o->log_level);
+        return NULL;
+    }
+    log_setup(tag, level);
+    if (strcmp(o->queue_type, "classic") != 0
+        && strcmp(o->queue_type, "quorum") != 0) {
+        snprintf(err, errlen, "queue-type: \"%s\" is not classic or quorum",
+                 o->queue_type);
+        return NULL;
+    }
+    if (o->slot_map != NULL && o->slot_map[0] != '\0')
+        return slotmap_load(o->slot_map, err, errlen);
+    return slotmap_create_default((uint32_t)o->instances, 1);
+}
+
+void
+daemon_bus_config(const struct daemon_options *o, struct bus_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->host = o->amqp_host;
+    c->port = (int)o->amqp_port;
+    c->vhost = o->amqp_vhost;
+    c->user = o->amqp_user;
+    c->password = o->amqp_password;
+    c->heartbeat_s = (int)o->amqp_heartbeat;
+    c->timeout_ms = DAEMON_BUS_TIMEOUT_MS;
+    c->queue_type = o->queue_type;
+}
+
+struct json_object *
+daemon_parse_json(const void *text, size_t len)
+{
+    json_tokener *tok;
+    json_object *obj;
+
+    if (len > INT32_MAX)
+        return NULL;
+    tok = json_tokener_new();
+    obj = json_tokener_parse_ex(tok, text, (int)len);
+    if (obj != NULL && (json_tokener_get_error(tok) != json_tokener_success
+                        || json_tokener_get_parse_end(tok) != len)) {
+        json_object_put(obj);
+        obj = NULL;
+    }
+    json_tokener_free(tok);
+    return obj;
+}
