@@ -299,6 +299,12 @@ bus_confirm_select(struct bus *b, char *err, size_t errlen)
     return 0;
 }
 
+uint64_t
+bus_next_tag(const struct bus *b)
+{
+    return b->next_tag;
+}
+
 int
 bus_publish(struct bus *b, const char *exchange, const char *routing_key,
             const void *body, size_t len, const struct bus_props *props,

@@ -129,6 +129,9 @@ int bus_queue_depth(struct bus *b, const char *queue, uint32_t *messages,
 /* Puts the channel in confirm mode; publishes then get delivery tags
  * 1, 2, 3... */
 int bus_confirm_select(struct bus *b, char *err, size_t errlen);
+/* The delivery tag the next publish will get in confirm mode (0 before
+ * bus_confirm_select). */
+uint64_t bus_next_tag(const struct bus *b);
 /* Publishes BODY (LEN bytes, borrowed). With MANDATORY an unroutable
  * message comes back as a RETURN event. *TAG (may be NULL) receives the
  * delivery tag in confirm mode. */

@@ -105,6 +105,8 @@ daemon_parse_json(const void *text, size_t len)
     if (len > INT32_MAX)
         return NULL;
     tok = json_tokener_new();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT
+                                    | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, text, (int)len);
     if (obj != NULL && (json_tokener_get_error(tok) != json_tokener_success
                         || json_tokener_get_parse_end(tok) != len)) {

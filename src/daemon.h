@@ -81,7 +81,8 @@ void daemon_sleep_ms(long ms);
  * Returns the map (owned by the caller), or NULL with a reason in ERR. */
 struct slotmap *daemon_setup(const struct daemon_options *o, const char *tag,
                              char *err, size_t errlen);
-/* Parses LEN bytes at TEXT as exactly one JSON value. Returns a new
+/* Parses LEN bytes at TEXT as exactly one JSON value (strict JSON, valid
+ * UTF-8). Returns a new
  * object owned by the caller, or NULL for anything else. */
 struct json_object *daemon_parse_json(const void *text, size_t len);
 

@@ -35,6 +35,7 @@ struct store_entry {
     uint64_t generation;
     uint64_t sequence;
     int64_t updated_us;
+    int64_t deleted_us;            /* when the last tombstone was applied */
     int dirty;
     int repair;                    /* rewrite every bucket at next flush */
     int64_t open_start[RING_COUNT];   /* bucket in the last open value */
@@ -213,6 +214,7 @@ store_tombstone(struct store *s, struct store_entry *e,
     metric_destroy(e->metric);
     e->metric = NULL;
     e->generation = gen + 1;
+    e->deleted_us = now_us;
     e->dirty = 0;
     e->repair = 0;
     for (int r = 0; r < RING_COUNT; r++) {
@@ -231,23 +233,30 @@ store_tombstone(struct store *s, struct store_entry *e,
 /* Applies one EVENT or PARTIAL entry; a reason is written when refused. */
 static int
 store_apply_data(struct store *s, struct store_entry *e,
-                 const struct codec_entry *ce, int64_t now_us, char *reason,
-                 size_t len)
+                 const struct codec_entry *ce, int64_t created_us,
+                 int64_t now_us, char *reason, size_t len)
 {
     enum event_type type = (enum event_type)ce->type;
+    uint64_t generation = ce->generation;
 
-    if (ce->generation < e->generation) {
+    /* A sub-batch made after the delete was applied starts the metric's
+     * new life even if its frontend did not know the new generation yet
+     * (memcached lost the tombstone); one made before it is stale. */
+    if (generation < e->generation && e->metric == NULL
+        && created_us > e->deleted_us)
+        generation = e->generation;
+    if (generation < e->generation) {
         s->stats.stale_generation++;
         snprintf(reason, len, "metric was deleted (generation %llu < %llu)",
                  (unsigned long long)ce->generation,
                  (unsigned long long)e->generation);
         return -1;
     }
-    if (e->metric != NULL && ce->generation > e->generation) {
+    if (e->metric != NULL && generation > e->generation) {
         metric_destroy(e->metric);       /* a newer generation replaces */
         e->metric = NULL;
     }
-    e->generation = ce->generation;
+    e->generation = generation;
     if (e->metric != NULL && metric_type(e->metric) != type) {
         s->stats.type_conflicts++;
         snprintf(reason, len, "type conflict: %s is a %s, not a %s",
@@ -295,25 +304,30 @@ store_apply(struct store *s, const struct codec_message *msg, int64_t now_us,
     struct store_notices n = {0};
 
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < msg->entry_count; i++) {
-        const struct codec_entry *ce = &msg->entries[i];
-        uint64_t hash;
-        struct store_entry *e;
-        char reason[STORE_REASON_MAX];
+    for (size_t b = 0; b < msg->subbatch_count; b++) {
+        const struct codec_subbatch *sb = &msg->subbatches[b];
 
-        if (ce->kind != CODEC_ENTRY_EVENT && ce->kind != CODEC_ENTRY_PARTIAL
-            && ce->kind != CODEC_ENTRY_TOMBSTONE)
-            continue;     /* metric states and dedup keys: slot moves */
-        hash = hash_fnv1a64(ce->name, ce->name_len);
-        e = store_find(s, ce->name, ce->name_len, hash);
-        if (e == NULL)
-            e = store_insert(s, ce->name, ce->name_len, hash, now_us);
-        if (ce->kind == CODEC_ENTRY_TOMBSTONE)
-            store_tombstone(s, e, ce, now_us, &n);
-        else if (store_apply_data(s, e, ce, now_us, reason,
-                                  sizeof(reason)) != 0)
-            snprintf(store_notice_add(&n, ce)->reason, STORE_REASON_MAX,
-                     "%s", reason);
+        for (size_t i = 0; i < sb->entry_count; i++) {
+            const struct codec_entry *ce = &sb->entries[i];
+            uint64_t hash;
+            struct store_entry *e;
+            char reason[STORE_REASON_MAX];
+
+            if (ce->kind != CODEC_ENTRY_EVENT
+                && ce->kind != CODEC_ENTRY_PARTIAL
+                && ce->kind != CODEC_ENTRY_TOMBSTONE)
+                continue;   /* metric states and dedup keys: slot moves */
+            hash = hash_fnv1a64(ce->name, ce->name_len);
+            e = store_find(s, ce->name, ce->name_len, hash);
+            if (e == NULL)
+                e = store_insert(s, ce->name, ce->name_len, hash, now_us);
+            if (ce->kind == CODEC_ENTRY_TOMBSTONE)
+                store_tombstone(s, e, ce, now_us, &n);
+            else if (store_apply_data(s, e, ce, sb->created_us, now_us,
+                                      reason, sizeof(reason)) != 0)
+                snprintf(store_notice_add(&n, ce)->reason, STORE_REASON_MAX,
+                         "%s", reason);
+        }
     }
     pthread_mutex_unlock(&s->lock);
     *notices = n.items;

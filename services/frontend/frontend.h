@@ -67,18 +67,26 @@ struct frontend {
     struct jsonrpc_limits limits;
 };
 
-/* One HTTP request's JSON-RPC batch in flight. Calls completed from other
- * threads go through exchange_complete, which answers the HTTP request
- * once the last call is done. */
+/* One HTTP request's JSON-RPC batch in flight. Only the dispatching
+ * thread touches the batch while it dispatches; a call that finishes later
+ * (events.record after broker confirms) is handed in with exchange_complete
+ * and applied by whichever thread finishes last, which then answers the
+ * HTTP request. LOCK guards only the fields below it, never a wait. */
+struct exchange_done;
 struct exchange {
     struct frontend *fe;
     struct http_request *http;
     struct jsonrpc_batch *batch;
     pthread_mutex_t lock;
     int dispatching;
+    size_t outstanding;              /* calls that will finish later */
+    struct exchange_done *done;      /* their answers, not yet applied */
 };
+/* A handler that returns JSONRPC_PENDING calls this first. */
+void exchange_expect(struct exchange *x);
 /* Completes CALL of X with RESULT (taken) or, when RESULT is NULL, with
- * error CODE, MESSAGE and DATA (taken); from any thread. */
+ * error CODE, MESSAGE and DATA (taken); from any thread, once per
+ * exchange_expect. */
 void exchange_complete(struct exchange *x, struct jsonrpc_call *call,
                        json_object *result, int code, const char *message,
                        json_object *data);

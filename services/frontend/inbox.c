@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
@@ -220,7 +221,8 @@ inbox_on_ingest(struct inbox *in, const struct bus_event *ev)
     pthread_mutex_init(&job->lock, NULL);
     record_init(&job->record, in->fe, ingest_recorded, job);
     if (ev->content_type[0] != '\0'
-        && strcmp(ev->content_type, "application/json") != 0)
+        && strncasecmp(ev->content_type, "application/json",
+                       strlen("application/json")) != 0)
         why = "content type must be application/json";
     else if ((job->body = daemon_parse_json(ev->body, ev->len)) == NULL)
         why = "body is not valid JSON";
@@ -239,7 +241,7 @@ inbox_on_ingest(struct inbox *in, const struct bus_event *ev)
                          inbox_rejected_item(ev->body, ev->len,
                                              ev->content_type[0]
                                                  ? ev->content_type : NULL,
-                                             why, inbox_whole_rejected, job));
+                                             reason, inbox_whole_rejected, job));
         return;
     }
     record_events(&job->record, events);

@@ -29,7 +29,7 @@ static const struct config_option frontend_table[] = {
     {"http-port", CONFIG_INT, offsetof(struct frontend_options, http_port),
      "8080", 0, 65535, "HTTP port of /rpc, /healthz and /readyz"},
     {"http-threads", CONFIG_INT,
-     offsetof(struct frontend_options, http_threads), "2", 1, 64,
+     offsetof(struct frontend_options, http_threads), "4", 1, 64,
      "HTTP worker threads"},
     {"body-max", CONFIG_INT, offsetof(struct frontend_options, body_max),
      "1048576", 1024, 64 * 1024 * 1024, "largest request body (bytes)"},
@@ -69,13 +69,35 @@ static const struct jsonrpc_method frontend_methods[] = {
 /* Exchanges                                                               */
 /* ---------------------------------------------------------------------- */
 
-/* Answers X's HTTP request and frees X; the lock must not be held. */
+struct exchange_done {
+    struct exchange_done *next;
+    struct jsonrpc_call *call;
+    json_object *result;
+    int code;
+    char *message;
+    json_object *data;
+};
+
+/* Applies the late answers, answers X's HTTP request and frees X. Called
+ * by the one thread that saw the exchange finish. */
 static void
 exchange_finish(struct exchange *x)
 {
     size_t len;
-    char *text = jsonrpc_batch_response(x->batch, &len);
+    char *text;
 
+    while (x->done != NULL) {
+        struct exchange_done *d = x->done;
+
+        x->done = d->next;
+        if (d->result != NULL)
+            jsonrpc_call_result(d->call, d->result);
+        else
+            jsonrpc_call_error(d->call, d->code, d->message, d->data);
+        free(d->message);
+        free(d);
+    }
+    text = jsonrpc_batch_response(x->batch, &len);
     if (text == NULL)
         http_request_respond(x->http, FRONTEND_HTTP_NO_CONTENT, NULL, 0);
     else
@@ -87,18 +109,30 @@ exchange_finish(struct exchange *x)
 }
 
 void
+exchange_expect(struct exchange *x)
+{
+    pthread_mutex_lock(&x->lock);
+    x->outstanding++;
+    pthread_mutex_unlock(&x->lock);
+}
+
+void
 exchange_complete(struct exchange *x, struct jsonrpc_call *call,
                   json_object *result, int code, const char *message,
                   json_object *data)
 {
+    struct exchange_done *d = xcalloc(1, sizeof(*d));
     int last;
 
+    d->call = call;
+    d->result = result;
+    d->code = code;
+    d->message = message != NULL ? xstrndup(message, strlen(message)) : NULL;
+    d->data = data;
     pthread_mutex_lock(&x->lock);
-    if (result != NULL)
-        jsonrpc_call_result(call, result);
-    else
-        jsonrpc_call_error(call, code, message, data);
-    last = !x->dispatching && jsonrpc_batch_pending(x->batch) == 0;
+    d->next = x->done;
+    x->done = d;
+    last = --x->outstanding == 0 && !x->dispatching;
     pthread_mutex_unlock(&x->lock);
     if (last)
         exchange_finish(x);
@@ -115,12 +149,12 @@ frontend_rpc(struct http_request *req, const char *body, size_t len,
     x->fe = fe;
     x->http = req;
     x->batch = jsonrpc_parse(body, len, &fe->limits);
-    pthread_mutex_init(&x->lock, NULL);
-    pthread_mutex_lock(&x->lock);
     x->dispatching = 1;
+    pthread_mutex_init(&x->lock, NULL);
     jsonrpc_dispatch(x->batch, frontend_methods, FRONTEND_METHOD_COUNT, x);
+    pthread_mutex_lock(&x->lock);
     x->dispatching = 0;
-    last = jsonrpc_batch_pending(x->batch) == 0;
+    last = x->outstanding == 0;
     pthread_mutex_unlock(&x->lock);
     if (last)
         exchange_finish(x);

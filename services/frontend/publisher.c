@@ -289,12 +289,9 @@ publisher_send(struct publisher *p, const char *exchange, const char *key,
     /* The message id names the delivery tag the publish is about to get,
      * so a basic.return can be matched to its message. */
     if (props->message_id == NULL) {
-        uint64_t next = p->flight_count > 0
-            ? p->flights[(p->flight_head + p->flight_count - 1)
-                         % p->flight_cap].tag + 1 : 0;
-
-        snprintf(tag_text, sizeof(tag_text), "%" PRIu64, next);
-        props->message_id = next != 0 ? tag_text : NULL;
+        snprintf(tag_text, sizeof(tag_text), "%" PRIu64,
+                 bus_next_tag(p->bus));
+        props->message_id = tag_text;
     }
     if (bus_publish(p->bus, exchange, key, body, len, props, mandatory, &tag,
                     err, sizeof(err)) != 0) {

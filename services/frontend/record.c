@@ -152,7 +152,7 @@ record_name_for(struct record *r, struct record_table *t,
     char msg[RECORD_MESSAGE_MAX];
     struct record_name *n;
     struct meta_info info;
-    size_t slot;
+    size_t slot = 0;
     long found = record_find_name(t, ev->name, ev->name_len, &slot);
 
     if (found >= 0) {
@@ -237,11 +237,13 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
         if (codec_put_partial(&enc, n->slot, n->type, n->generation, n->name,
                               n->len, f->granule_s, f->first_us, f->last_us,
                               f->count, state.data, state.len) != 0)
-            log_error("cannot encode a partial of %.*s: %s", (int)n->len,
-                      n->name, enc.err);
+            break;
     }
     buf_writer_destroy(&state);
-    if (codec_subbatch_end(&enc) != 0 || codec_message_end(&enc) != 0) {
+    if (enc.err[0] != '\0' || codec_subbatch_end(&enc) != 0
+        || codec_message_end(&enc) != 0) {
+        snprintf(r->reason, sizeof(r->reason), "cannot encode: %s", enc.err);
+        r->failed = 1;
         buf_writer_destroy(&out);
         return NULL;
     }
@@ -348,7 +350,7 @@ record_call_finish(struct record *r)
         json_object *data = json_object_new_string(r->reason);
 
         exchange_complete(rc->x, rc->call, NULL, FRONTEND_ERR_NOT_QUEUED,
-                          "Events not queued; retry with the same batch id",
+                          "Events not queued; retry",
                           data);
     } else {
         json_object *result = json_object_new_object();
@@ -405,6 +407,7 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
         return JSONRPC_DONE;
     }
     rc = xcalloc(1, sizeof(*rc));
+    exchange_expect(x);
     rc->x = x;
     rc->call = call;
     record_init(&rc->record, fe, record_call_finish, rc);

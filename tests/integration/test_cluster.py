@@ -1,0 +1,156 @@
+"""
+test_cluster: behaviour that needs more than one daemon of a kind.
+
+- Two frontends: after metrics.delete returns on one, both answer null
+  within 1 s, and events queued before the delete do not bring it back.
+- An event for an instance whose queue has no consumer yet is delivered
+  once that instance starts.
+- A poison message on tally.ingest goes to tally.rejected whole, with the
+  reason, and the frontend carries on.
+- A type conflict that only the owner can see goes to tally.rejected.
+"""
+
+import json
+import signal
+import threading
+import time
+
+from harness import (eventually, get_rejected, publish_ingest, rpc,
+                     rpc_result)
+
+CLUSTER = {'instances': 2, 'frontends': 2}
+
+SLOTS = 4096
+FNV_OFFSET = 0xcbf29ce484222325
+FNV_PRIME = 0x100000001b3
+DELETE_VISIBLE_S = 1.0
+WAIT_S = 10
+
+
+def slot(name):
+    h = FNV_OFFSET
+    for b in name.encode():
+        h = ((h ^ b) * FNV_PRIME) & 0xffffffffffffffff
+    return h % SLOTS
+
+
+def owner(name, instances=2):
+    """The default map: slot s belongs to instance s * M // 4096
+    (schema/slot-map.md)."""
+    return slot(name) * instances // SLOTS
+
+
+def name_owned_by(instance, prefix):
+    for i in range(10000):
+        name = '%s.%d' % (prefix, i)
+        if owner(name) == instance:
+            return name
+    raise AssertionError('no name for instance %d' % instance)
+
+
+def count_of(url, name):
+    m = rpc_result(url, 'metrics.query', {'names': [name]})['metrics'][name]
+    return None if m is None else m['count']
+
+
+def test_delete_seen_by_both_frontends(env):
+    a, b = env.cluster.frontend_url(0), env.cluster.frontend_url(1)
+    name = 'cluster.deleted'
+    ev = {'name': name, 'type': 'counter', 'value': 1}
+    assert rpc_result(a, 'events.record', {'events': [ev] * 3})['accepted'] == 3
+    for url in (a, b):
+        eventually(lambda: (count_of(url, name) == 3, count_of(url, name)),
+                   WAIT_S, 'count 3 before the delete')
+
+    # Events queued behind a stopped owner, then the delete behind them.
+    agg = env.cluster.aggregators[owner(name)]
+    agg.send_signal(signal.SIGSTOP)
+    try:
+        r = rpc_result(b, 'events.record', {'events': [ev] * 5})
+        assert r == {'accepted': 5, 'rejected': []}, r
+        answer = {}
+        t = threading.Thread(target=lambda: answer.update(
+            rpc(a, 'metrics.delete', {'name': name})))
+        t.start()
+        time.sleep(0.3)
+    finally:
+        agg.send_signal(signal.SIGCONT)
+    t.join()
+    assert answer.get('result') == {'name': name, 'applied': True}, answer
+    returned = time.monotonic()
+    for url in (a, b):
+        eventually(lambda: (count_of(url, name) is None, count_of(url, name)),
+                   DELETE_VISIBLE_S, 'null after the delete')
+    assert time.monotonic() - returned <= DELETE_VISIBLE_S + 0.5
+    time.sleep(0.6)         # a flush or two later, still gone
+    for url in (a, b):
+        assert count_of(url, name) is None
+
+    # A new life after the delete starts from zero, with any type.
+    r = rpc_result(b, 'events.record',
+                   {'events': [{'name': name, 'type': 'gauge', 'value': 7}]})
+    assert r == {'accepted': 1, 'rejected': []}, r
+    got = eventually(lambda: (rpc_result(a, 'metrics.query', {'names': [name]})
+                              ['metrics'][name] is not None,
+                              rpc_result(a, 'metrics.query', {'names': [name]})
+                              ['metrics'][name]), WAIT_S, 'gauge after delete')
+    assert got['sources'] == {'': 7}, got
+
+
+def test_delivered_when_instance_starts(env):
+    url = env.cluster.frontend_url(0)
+    env.cluster.stop_aggregator(1)
+    name = name_owned_by(1, 'cluster.later')
+    r = rpc_result(url, 'events.record', {'events': [
+        {'name': name, 'type': 'counter', 'value': 2}] * 4})
+    assert r == {'accepted': 4, 'rejected': []}, r
+    env.cluster.start_aggregator(1)
+    eventually(lambda: (count_of(url, name) == 4, count_of(url, name)),
+               WAIT_S, 'events applied once instance 1 started')
+
+
+def test_poison_ingest(env):
+    url = env.cluster.frontend_url(0)
+    get_rejected(env.servers, env.vhost, 0)          # start empty
+    publish_ingest(env.servers, env.vhost, b'{"events": [1, 2', message_id='p1')
+    publish_ingest(env.servers, env.vhost, b'\xff\xfe not json',
+                   message_id='p2')
+    good = {'events': [{'name': 'cluster.ingest', 'type': 'counter',
+                        'value': 5},
+                       {'name': 'bad name', 'type': 'counter', 'value': 1}]}
+    publish_ingest(env.servers, env.vhost, json.dumps(good).encode(),
+                   message_id='p3')
+    got = get_rejected(env.servers, env.vhost, WAIT_S, count=3)
+    reasons = sorted(h.get('x-tally-reason') for h, _ in got)
+    assert reasons == [
+        'event 1: 1002 name must be 1 to 200 characters of [A-Za-z0-9._:/-]',
+        'message p1: body is not valid JSON',
+        'message p2: body is not valid JSON'], reasons
+    bodies = sorted(body for _, body in got)
+    assert b'{"events": [1, 2' in bodies and b'\xff\xfe not json' in bodies
+    eventually(lambda: (count_of(url, 'cluster.ingest') == 1,
+                        count_of(url, 'cluster.ingest')), WAIT_S,
+               'the good event of the ingest message')
+
+
+def test_owner_sees_type_conflict(env):
+    # Two frontends each accept a "first" event of another type: the owner
+    # keeps the first it applies and rejects the other with the reason.
+    a, b = env.cluster.frontend_url(0), env.cluster.frontend_url(1)
+    name = 'cluster.race'
+    get_rejected(env.servers, env.vhost, 0)
+    ra = rpc_result(a, 'events.record', {'events': [
+        {'name': name, 'type': 'counter', 'value': 1}]})
+    rb = rpc_result(b, 'events.record', {'events': [
+        {'name': name, 'type': 'gauge', 'value': 1}]})
+    assert ra['accepted'] == 1
+    if rb['accepted'] == 0:      # b already saw the counter in the cache
+        assert rb['rejected'][0]['code'] == 1010, rb
+        return
+    got = get_rejected(env.servers, env.vhost, WAIT_S, count=1)
+    assert len(got) == 1, got
+    headers, body = got[0]
+    assert headers['x-tally-reason'] == (
+        'type conflict: cluster.race is a counter, not a gauge'), headers
+    assert json.loads(body) == {'name': name, 'type': 'gauge', 'events': 1,
+                                'reason': headers['x-tally-reason']}, body
