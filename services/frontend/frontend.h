@@ -119,10 +119,13 @@ int inbox_ready(struct inbox *in);
 void inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
                 const char *request, char **replies, size_t *lens,
                 int *binary);
-/* Waits up to TIMEOUT_MS for the control announcement that NAME was
- * deleted with a generation >= GENERATION. 1 if it came, else 0. */
-int inbox_wait_deleted(struct inbox *in, const char *name,
-                       uint64_t generation, long timeout_ms);
+/* Calls DONE(CTX, 1) once the control announcement that NAME was deleted
+ * with a generation >= GENERATION has come (maybe before this returns),
+ * or DONE(CTX, 0) after TIMEOUT_MS without it; from the inbox thread or
+ * the caller's. NAME is copied. */
+void inbox_watch_deleted(struct inbox *in, const char *name,
+                         uint64_t generation, long timeout_ms,
+                         void (*done)(void *ctx, int seen), void *ctx);
 
 /* ---- record.c ------------------------------------------------------- */
 /* The outcome of recording a batch of events. */

@@ -37,6 +37,7 @@
 #define INBOX_NS_PER_MS 1000000L
 #define INBOX_NS_PER_S 1000000000L
 #define INBOX_REASON_MAX 400
+#define INBOX_US_PER_MS 1000
 
 struct inbox_waiter {
     struct inbox_waiter *next;
@@ -58,6 +59,16 @@ struct inbox_deleted {
     uint64_t generation;
 };
 
+/* A metrics.delete waiting for its announcement. */
+struct inbox_watch {
+    struct inbox_watch *next;
+    char name[EVENT_NAME_MAX + 1];
+    uint64_t generation;
+    int64_t deadline_us;
+    void (*done)(void *ctx, int seen);
+    void *ctx;
+};
+
 struct inbox {
     struct frontend *fe;
     pthread_t thread;
@@ -73,6 +84,7 @@ struct inbox {
     struct inbox_ack *acks;
     struct inbox_deleted deleted[INBOX_DELETED_KEEP];
     size_t deleted_next;
+    struct inbox_watch *watches;
     struct bus *bus;               /* thread-owned */
 };
 
@@ -251,6 +263,50 @@ inbox_on_ingest(struct inbox *in, const struct bus_event *ev)
 /* Control and replies                                                     */
 /* ---------------------------------------------------------------------- */
 
+/* 1 if the announcement that NAME was deleted at GENERATION or later has
+ * come; the lock is held. */
+static int
+inbox_deleted_seen(struct inbox *in, const char *name, uint64_t generation)
+{
+    for (size_t i = 0; i < INBOX_DELETED_KEEP; i++)
+        if (in->deleted[i].generation >= generation
+            && strcmp(in->deleted[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Calls back the watches whose announcement came or whose time is up (all
+ * of them when STOPPING). */
+static void
+inbox_settle_watches(struct inbox *in, int stopping)
+{
+    struct inbox_watch *ready = NULL, **p;
+    int64_t now = daemon_now_us();
+
+    pthread_mutex_lock(&in->lock);
+    for (p = &in->watches; *p != NULL;) {
+        struct inbox_watch *w = *p;
+        int seen = inbox_deleted_seen(in, w->name, w->generation);
+
+        if (!seen && !stopping && now < w->deadline_us) {
+            p = &w->next;
+            continue;
+        }
+        *p = w->next;
+        w->generation = (uint64_t)seen;   /* reused: the outcome */
+        w->next = ready;
+        ready = w;
+    }
+    pthread_mutex_unlock(&in->lock);
+    while (ready != NULL) {
+        struct inbox_watch *w = ready;
+
+        ready = w->next;
+        w->done(w->ctx, (int)w->generation);
+        free(w);
+    }
+}
+
 static void
 inbox_on_control(struct inbox *in, const struct bus_event *ev)
 {
@@ -276,6 +332,7 @@ inbox_on_control(struct inbox *in, const struct bus_event *ev)
         pthread_mutex_unlock(&in->lock);
     }
     json_object_put(msg);
+    inbox_settle_watches(in, 0);
 }
 
 static void
@@ -394,6 +451,7 @@ inbox_run(void *arg)
         pthread_mutex_unlock(&in->lock);
         if (rc)
             break;
+        inbox_settle_watches(in, 0);
         if (in->bus == NULL) {
             if (inbox_connect(in, err, sizeof(err)) != 0) {
                 log_warn("inbox: %s (retrying in %ld ms)", err, backoff);
@@ -438,6 +496,7 @@ inbox_run(void *arg)
     }
     if (in->bus != NULL)
         inbox_disconnect(in);
+    inbox_settle_watches(in, 1);
     return NULL;
 }
 
@@ -603,22 +662,26 @@ inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
     free(w);
 }
 
-int
-inbox_wait_deleted(struct inbox *in, const char *name, uint64_t generation,
-                   long timeout_ms)
+void
+inbox_watch_deleted(struct inbox *in, const char *name, uint64_t generation,
+                    long timeout_ms, void (*done)(void *ctx, int seen),
+                    void *ctx)
 {
-    struct timespec deadline = inbox_deadline(timeout_ms);
-    int seen = 0;
+    struct inbox_watch *w;
 
     pthread_mutex_lock(&in->lock);
-    while (!seen) {
-        for (size_t i = 0; i < INBOX_DELETED_KEEP && !seen; i++)
-            seen = strcmp(in->deleted[i].name, name) == 0
-                   && in->deleted[i].generation >= generation;
-        if (seen || pthread_cond_timedwait(&in->changed, &in->lock,
-                                           &deadline) != 0)
-            break;
+    if (inbox_deleted_seen(in, name, generation)) {
+        pthread_mutex_unlock(&in->lock);
+        done(ctx, 1);
+        return;
     }
+    w = xcalloc(1, sizeof(*w));
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    w->generation = generation;
+    w->deadline_us = daemon_now_us() + timeout_ms * INBOX_US_PER_MS;
+    w->done = done;
+    w->ctx = ctx;
+    w->next = in->watches;
+    in->watches = w;
     pthread_mutex_unlock(&in->lock);
-    return seen;
 }

@@ -461,25 +461,43 @@ method_rpc_discover(struct jsonrpc_call *call, void *ctx)
 /* metrics.delete                                                          */
 /* ---------------------------------------------------------------------- */
 
-struct query_sync {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int done, ok;
-    char reason[PUBLISHER_REASON_MAX];
+/* A metrics.delete in flight: published, then waiting for the owner's
+ * announcement. */
+struct query_delete {
+    struct exchange *x;
+    struct jsonrpc_call *call;
+    char name[EVENT_NAME_MAX + 1];
+    uint64_t generation;            /* the announcement to wait for */
 };
 
 static void
-query_sync_done(void *ctx, int ok, const char *reason)
+query_delete_applied(void *ctx, int seen)
 {
-    struct query_sync *s = ctx;
+    struct query_delete *d = ctx;
+    json_object *result = json_object_new_object();
 
-    pthread_mutex_lock(&s->lock);
-    s->done = 1;
-    s->ok = ok;
-    if (!ok)
-        snprintf(s->reason, sizeof(s->reason), "%s", reason);
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    meta_forget(d->x->fe->meta, d->name, strlen(d->name));
+    json_object_object_add(result, "name", json_object_new_string(d->name));
+    json_object_object_add(result, "applied", json_object_new_boolean(seen));
+    exchange_complete(d->x, d->call, result, 0, NULL, NULL);
+    free(d);
+}
+
+static void
+query_delete_queued(void *ctx, int ok, const char *reason)
+{
+    struct query_delete *d = ctx;
+
+    if (!ok) {
+        exchange_complete(d->x, d->call, NULL, FRONTEND_ERR_NOT_QUEUED,
+                          "Delete not queued; retry",
+                          json_object_new_string(reason));
+        free(d);
+        return;
+    }
+    inbox_watch_deleted(d->x->fe->inbox, d->name, d->generation,
+                        d->x->fe->opts.rpc_timeout_ms, query_delete_applied,
+                        d);
 }
 
 int
@@ -488,18 +506,17 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     static const char *const allowed[] = {"name", NULL};
     struct exchange *x = ctx;
     struct frontend *fe = x->fe;
-    json_object *params = jsonrpc_call_params(call), *name, *result;
+    json_object *params = jsonrpc_call_params(call), *name;
+    struct query_delete *d;
     struct meta_info info;
     struct codec_encoder enc;
     struct codec_subbatch sb;
     struct buf_writer out;
-    struct query_sync sync;
     const char *s;
     size_t len, data_len;
     uint16_t slot;
     int64_t now = daemon_now_us();
     uint8_t *data;
-    int applied;
 
     if (jsonrpc_params_object(call) != 0
         || query_known_params(call, allowed) != 0)
@@ -532,31 +549,14 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     codec_message_end(&enc);
     data = buf_writer_release(&out, &data_len);
 
-    memset(&sync, 0, sizeof(sync));
-    pthread_mutex_init(&sync.lock, NULL);
-    pthread_cond_init(&sync.cond, NULL);
+    d = xcalloc(1, sizeof(*d));
+    d->x = x;
+    d->call = call;
+    memcpy(d->name, s, len);
+    d->generation = info.generation + 1;
+    exchange_expect(x);
     publisher_submit(fe->publisher,
                      publisher_item_events(slotmap_owner(fe->map, slot), data,
-                                           data_len, query_sync_done, &sync));
-    pthread_mutex_lock(&sync.lock);
-    while (!sync.done)
-        pthread_cond_wait(&sync.cond, &sync.lock);
-    pthread_mutex_unlock(&sync.lock);
-    pthread_cond_destroy(&sync.cond);
-    pthread_mutex_destroy(&sync.lock);
-    if (!sync.ok) {
-        jsonrpc_call_error(call, FRONTEND_ERR_NOT_QUEUED,
-                           "Delete not queued; retry",
-                           json_object_new_string(sync.reason));
-        return JSONRPC_DONE;
-    }
-    applied = inbox_wait_deleted(fe->inbox, s, info.generation + 1,
-                                 fe->opts.rpc_timeout_ms);
-    meta_forget(fe->meta, s, len);
-    result = json_object_new_object();
-    json_object_object_add(result, "name", json_object_get(name));
-    json_object_object_add(result, "applied",
-                           json_object_new_boolean(applied));
-    jsonrpc_call_result(call, result);
-    return JSONRPC_DONE;
+                                           data_len, query_delete_queued, d));
+    return JSONRPC_PENDING;
 }
