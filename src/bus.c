@@ -157,6 +157,12 @@ bus_close(struct bus *b)
     free(b);
 }
 
+void
+bus_abandon(struct bus *b)
+{
+    b->broken = 1;
+}
+
 int
 bus_broken(const struct bus *b)
 {

@@ -103,6 +103,9 @@ struct bus *bus_open(const struct bus_config *config, const char *name,
 /* Closes gracefully when the connection is healthy, else just drops it;
  * frees B. */
 void bus_close(struct bus *b);
+/* Marks B broken (e.g. the broker went silent), so bus_close drops the
+ * connection without a graceful close that could block. */
+void bus_abandon(struct bus *b);
 /* 1 once any call failed: the caller must reconnect. */
 int bus_broken(const struct bus *b);
 

@@ -47,6 +47,15 @@ daemon_now_us(void)
     return (int64_t)ts.tv_sec * DAEMON_US_PER_S + ts.tv_nsec / DAEMON_NS_PER_US;
 }
 
+int64_t
+daemon_monotonic_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * DAEMON_US_PER_S + ts.tv_nsec / DAEMON_NS_PER_US;
+}
+
 void
 daemon_sleep_ms(long ms)
 {
@@ -115,4 +124,16 @@ daemon_parse_json(const void *text, size_t len)
     }
     json_tokener_free(tok);
     return obj;
+}
+
+const char *
+daemon_json_string(struct json_object *obj, const char *key)
+{
+    json_object *v;
+
+    if (!json_object_is_type(obj, json_type_object)
+        || !json_object_object_get_ex(obj, key, &v)
+        || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
 }

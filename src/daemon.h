@@ -73,6 +73,8 @@ extern volatile sig_atomic_t daemon_stopping;
 void daemon_catch_signals(void);
 /* Wall clock in microseconds since the epoch. */
 int64_t daemon_now_us(void);
+/* A clock for timeouts (never steps), in microseconds. */
+int64_t daemon_monotonic_us(void);
 /* Sleeps MS milliseconds, waking early when a stop was asked for. */
 void daemon_sleep_ms(long ms);
 
@@ -85,6 +87,10 @@ struct slotmap *daemon_setup(const struct daemon_options *o, const char *tag,
  * UTF-8). Returns a new
  * object owned by the caller, or NULL for anything else. */
 struct json_object *daemon_parse_json(const void *text, size_t len);
+
+/* The string member KEY of OBJ (borrowed from OBJ), or NULL when OBJ is
+ * not an object or KEY is absent or not a string. */
+const char *daemon_json_string(struct json_object *obj, const char *key);
 
 /* Fills C from O (C borrows O's strings). */
 void daemon_bus_config(const struct daemon_options *o, struct bus_config *c);

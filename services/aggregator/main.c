@@ -91,11 +91,15 @@ agg_flush(struct aggregator *a)
     uint64_t errors = 0;
     char err[CACHE_ERR_MAX];
 
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (cache_put(a->cache, w[i].name, w[i].name_len, w[i].key,
                       w[i].key_len, w[i].value, w[i].len, w[i].expire_s, err,
-                      sizeof(err)) < 0 && errors++ == 0)
-            log_warn("flush: %s", err);
+                      sizeof(err)) >= 0)
+            continue;
+        store_repair(a->store, w[i].name, w[i].name_len);
+        if (errors++ == 0)
+            log_warn("flush: %s (retried at the next flush)", err);
+    }
     store_writes_free(w, n);
     pthread_mutex_lock(&a->flush_lock);
     a->last_flush_us = now;
@@ -168,8 +172,11 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
         buf_writer_create(&out, CODEC_CACHE_HEADER_SIZE);
         cacheval_encode_tombstone(&h, &out);
         if (cache_put(a->cache, n->name, strlen(n->name), key, key_len,
-                      out.data, out.len, 0, err, sizeof(err)) < 0)
-            log_warn("tombstone of %s: %s", n->name, err);
+                      out.data, out.len, 0, err, sizeof(err)) < 0) {
+            log_warn("tombstone of %s: %s (retried at the next flush)",
+                     n->name, err);
+            store_repair(a->store, n->name, strlen(n->name));
+        }
         buf_writer_destroy(&out);
     }
     json_object_object_add(o, "op", json_object_new_string("deleted"));
@@ -213,21 +220,18 @@ static void
 agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
 {
     json_object *req = daemon_parse_json(ev->body, ev->len);
-    json_object *reply = NULL, *v;
+    json_object *reply = NULL;
     struct buf_writer out;
     struct bus_props p = {0};
-    const char *op = NULL;
+    const char *op = daemon_json_string(req, "op");
+    const char *name = daemon_json_string(req, "name");
     char err[BUS_ERR_MAX];
 
     buf_writer_create(&out, 256);
-    if (req != NULL && json_object_object_get_ex(req, "op", &v))
-        op = json_object_get_string(v);
-    if (op != NULL && strcmp(op, "get") == 0
-        && json_object_object_get_ex(req, "name", &v)) {
+    if (op != NULL && strcmp(op, "get") == 0 && name != NULL) {
         uint64_t gen;
 
-        if (!store_get(a->store, json_object_get_string(v),
-                       (size_t)json_object_get_string_len(v), &out, &gen)) {
+        if (!store_get(a->store, name, strlen(name), &out, &gen)) {
             reply = json_object_new_object();
             json_object_object_add(reply, "found",
                                    json_object_new_boolean(0));
@@ -235,18 +239,17 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
                                    json_object_new_int64((int64_t)gen));
         }
     } else if (op != NULL && strcmp(op, "list") == 0) {
-        json_object *prefix = NULL, *after = NULL, *limit = NULL;
-        int64_t l;
+        const char *prefix = daemon_json_string(req, "prefix");
+        const char *after = daemon_json_string(req, "after");
+        json_object *limit = NULL;
+        int64_t l = AGG_RPC_LIMIT_MAX;
 
-        json_object_object_get_ex(req, "prefix", &prefix);
-        json_object_object_get_ex(req, "after", &after);
-        json_object_object_get_ex(req, "limit", &limit);
-        l = limit != NULL ? json_object_get_int64(limit) : AGG_RPC_LIMIT_MAX;
+        if (json_object_object_get_ex(req, "limit", &limit)
+            && json_object_is_type(limit, json_type_int))
+            l = json_object_get_int64(limit);
         if (l < 1 || l > AGG_RPC_LIMIT_MAX)
             l = AGG_RPC_LIMIT_MAX;
-        reply = store_list(a->store,
-                           prefix ? json_object_get_string(prefix) : "",
-                           after ? json_object_get_string(after) : "",
+        reply = store_list(a->store, prefix ? prefix : "", after ? after : "",
                            (size_t)l);
     } else if (op != NULL && strcmp(op, "status") == 0) {
         struct store_stats st;

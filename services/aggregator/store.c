@@ -24,6 +24,8 @@
 #define STORE_DIRTY_MAX 32            /* dirty starts kept per ring */
 #define STORE_EXPIRE_MARGIN_S 3600    /* closed values outlive retention */
 #define STORE_OPEN_EXPIRE_MARGIN_S 86400
+/* memcached reads a larger expiry as an absolute time */
+#define STORE_EXPIRE_RELATIVE_MAX 2592000
 
 struct store_entry {
     struct store_entry *next;      /* hash chain */
@@ -38,6 +40,7 @@ struct store_entry {
     int64_t deleted_us;            /* when the last tombstone was applied */
     int dirty;
     int repair;                    /* rewrite every bucket at next flush */
+    int tombstone_pending;         /* the cache tombstone must be written */
     int64_t open_start[RING_COUNT];   /* bucket in the last open value */
     int64_t dirty_start[RING_COUNT][STORE_DIRTY_MAX];
     int dirty_count[RING_COUNT];
@@ -215,6 +218,7 @@ store_tombstone(struct store *s, struct store_entry *e,
     e->metric = NULL;
     e->generation = gen + 1;
     e->deleted_us = now_us;
+    e->updated_us = now_us;
     e->dirty = 0;
     e->repair = 0;
     for (int r = 0; r < RING_COUNT; r++) {
@@ -239,11 +243,11 @@ store_apply_data(struct store *s, struct store_entry *e,
     enum event_type type = (enum event_type)ce->type;
     uint64_t generation = ce->generation;
 
-    /* A sub-batch made after the delete was applied starts the metric's
-     * new life even if its frontend did not know the new generation yet
-     * (memcached lost the tombstone); one made before it is stale. */
-    if (generation < e->generation && e->metric == NULL
-        && created_us > e->deleted_us)
+    /* A sub-batch made after the last delete was applied belongs to the
+     * current life even if its frontend did not know the generation (a
+     * cache miss, or a local cache not yet cleared); one made before the
+     * delete is stale. */
+    if (generation < e->generation && created_us > e->deleted_us)
         generation = e->generation;
     if (generation < e->generation) {
         s->stats.stale_generation++;
@@ -400,6 +404,36 @@ store_dirty_has(const struct store_entry *e, enum ring ring, int64_t start)
     return 0;
 }
 
+static uint32_t
+store_open_expiry(const struct store *s)
+{
+    int64_t e = s->idle_expiry_s + STORE_OPEN_EXPIRE_MARGIN_S;
+
+    return (uint32_t)(e < STORE_EXPIRE_RELATIVE_MAX ? e
+                                                    : STORE_EXPIRE_RELATIVE_MAX);
+}
+
+/* Adds the tombstone value of deleted entry E to W. */
+static void
+store_write_tombstone(struct store *s, struct store_entry *e,
+                      uint64_t map_version, struct store_writes *w)
+{
+    struct codec_cache_header h = {0};
+    struct buf_writer out;
+    struct store_write *x;
+
+    h.generation = e->generation;
+    h.map_version = map_version;
+    h.sequence = ++e->sequence;
+    buf_writer_create(&out, CODEC_CACHE_HEADER_SIZE);
+    cacheval_encode_tombstone(&h, &out);
+    x = store_write_add(w, e);
+    x->key_len = cache_key_open(x->key, e->name, e->name_len);
+    x->value = buf_writer_release(&out, &x->len);
+    x->expire_s = store_open_expiry(s);
+    e->tombstone_pending = 0;
+}
+
 /* Adds E's changed values at NOW_US to W. */
 static void
 store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
@@ -443,7 +477,7 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
     x = store_write_add(w, e);
     x->key_len = cache_key_open(x->key, e->name, e->name_len);
     x->value = buf_writer_release(&out, &x->len);
-    x->expire_s = (uint32_t)(s->idle_expiry_s + STORE_OPEN_EXPIRE_MARGIN_S);
+    x->expire_s = store_open_expiry(s);
     for (int r = 0; r < RING_COUNT; r++) {
         int64_t cur = window_align(now_us, window_ring_layout(r)->width_s);
 
@@ -472,6 +506,8 @@ store_collect(struct store *s, int64_t now_us, uint64_t map_version,
         }
         if (e->metric != NULL)
             store_collect_entry(s, e, now_us, map_version, &w);
+        else if (e->tombstone_pending)
+            store_write_tombstone(s, e, map_version, &w);
         i++;
     }
     pthread_mutex_unlock(&s->lock);
@@ -559,6 +595,20 @@ store_list(struct store *s, const char *prefix, const char *after,
     json_object_object_add(result, "more", json_object_new_boolean(n > limit));
     free(match);
     return result;
+}
+
+void
+store_repair(struct store *s, const char *name, size_t len)
+{
+    struct store_entry *e;
+
+    pthread_mutex_lock(&s->lock);
+    e = store_find(s, name, len, hash_fnv1a64(name, len));
+    if (e != NULL && e->metric != NULL)
+        e->repair = 1;
+    else if (e != NULL)
+        e->tombstone_pending = 1;
+    pthread_mutex_unlock(&s->lock);
 }
 
 size_t

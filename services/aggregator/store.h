@@ -91,6 +91,9 @@ int store_get(struct store *s, const char *name, size_t name_len,
  * owned by the caller. */
 json_object *store_list(struct store *s, const char *prefix,
                         const char *after, size_t limit);
+/* A cache write for NAME failed: rewrite all its values (or its
+ * tombstone) at the next flush. */
+void store_repair(struct store *s, const char *name, size_t len);
 size_t store_count(struct store *s);
 void store_stats(struct store *s, struct store_stats *out);
 

@@ -65,6 +65,8 @@ struct frontend {
     json_object *openrpc;               /* rpc.discover answer */
     char origin[FRONTEND_ORIGIN_MAX];   /* codec origin of sub-batches */
     struct jsonrpc_limits limits;
+    pthread_mutex_t stop_lock;
+    int stopping;                       /* new requests get 503 */
 };
 
 /* One HTTP request's JSON-RPC batch in flight. Only the dispatching
@@ -119,35 +121,48 @@ int inbox_ready(struct inbox *in);
 void inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
                 const char *request, char **replies, size_t *lens,
                 int *binary);
-/* Calls DONE(CTX, 1) once the control announcement that NAME was deleted
- * with a generation >= GENERATION has come (maybe before this returns),
- * or DONE(CTX, 0) after TIMEOUT_MS without it; from the inbox thread or
- * the caller's. NAME is copied. */
-void inbox_watch_deleted(struct inbox *in, const char *name,
-                         uint64_t generation, long timeout_ms,
-                         void (*done)(void *ctx, int seen), void *ctx);
+/* Watches for the control announcement that NAME was deleted with a
+ * generation >= GENERATION, counting only announcements from now on.
+ * Once started, DONE(CTX, 1) runs when it comes, or DONE(CTX, 0) after
+ * TIMEOUT_MS (or at shutdown), exactly once, from the inbox thread or the
+ * caller's. The caller owns the watch: inbox_watch_free after DONE. */
+struct inbox_watch;
+struct inbox_watch *inbox_watch_deleted(struct inbox *in, const char *name,
+                                        uint64_t generation,
+                                        void (*done)(void *ctx, int seen),
+                                        void *ctx);
+void inbox_watch_start(struct inbox *in, struct inbox_watch *w,
+                       long timeout_ms);
+void inbox_watch_free(struct inbox_watch *w);
+/* Stops and joins the inbox thread (watches settle, later calls fail at
+ * once); inbox_destroy then frees it. */
+void inbox_stop(struct inbox *in);
 
 /* ---- record.c ------------------------------------------------------- */
-/* The outcome of recording a batch of events. */
+/* One encoded message of one sub-batch for an owning instance. */
+struct record_part {
+    uint32_t instance;
+    uint8_t *data;                 /* owned */
+    size_t len;
+};
+
+/* The outcome of validating and folding a batch of events. */
 struct record {
     struct frontend *fe;
     json_object *rejected;         /* array of {"index","code","message"} */
     size_t accepted;
-    size_t pending;                /* items not yet settled */
-    int failed;
+    struct record_part *parts;     /* one per owning instance */
+    size_t part_count;
+    int failed;                    /* could not encode: nothing to send */
     char reason[FRONTEND_REASON_MAX];
-    void (*finish)(struct record *r);   /* called once all settled */
-    void *ctx;
-    pthread_mutex_t lock;
 };
+void record_init(struct record *r, struct frontend *fe);
 /* Validates the events of EVENTS (a JSON array, borrowed), rejects bad
- * ones into R->rejected, folds the rest and submits one item per owning
- * instance. R->finish runs once every item settled (maybe before this
- * returns, maybe from the publisher thread); it runs at once when nothing
- * was accepted. R must stay alive until then. */
+ * ones into R->rejected (by index), folds the rest into partial states and
+ * encodes one part per owning instance. No I/O but the metadata lookups.
+ * On an encoding failure R->failed is set and no part is kept. */
 void record_events(struct record *r, json_object *events);
-void record_init(struct record *r, struct frontend *fe,
-                 void (*finish)(struct record *r), void *ctx);
+/* Frees the parts and the rejections. */
 void record_destroy(struct record *r);
 int method_events_record(struct jsonrpc_call *call, void *ctx);
 

@@ -33,11 +33,12 @@
 #define INBOX_POLL_MS 100
 #define INBOX_PREFETCH 16
 #define INBOX_CORRELATION_MAX 40
-#define INBOX_DELETED_KEEP 256
 #define INBOX_NS_PER_MS 1000000L
 #define INBOX_NS_PER_S 1000000000L
 #define INBOX_REASON_MAX 400
 #define INBOX_US_PER_MS 1000
+#define INBOX_JSON "application/json"
+#define INBOX_RETRY_MAX_MS 4000     /* backoff of an ingest part's retries */
 
 struct inbox_waiter {
     struct inbox_waiter *next;
@@ -54,17 +55,14 @@ struct inbox_ack {
     int ok;
 };
 
-struct inbox_deleted {
-    char name[EVENT_NAME_MAX + 1];
-    uint64_t generation;
-};
-
-/* A metrics.delete waiting for its announcement. */
+/* A metrics.delete waiting for its announcement; owned by the caller. */
 struct inbox_watch {
     struct inbox_watch *next;
     char name[EVENT_NAME_MAX + 1];
     uint64_t generation;
-    int64_t deadline_us;
+    int64_t deadline_us;           /* monotonic; INT64_MAX: not started */
+    int seen;
+    int settled;                   /* done has been called */
     void (*done)(void *ctx, int seen);
     void *ctx;
 };
@@ -82,9 +80,8 @@ struct inbox {
     char control_queue[BUS_NAME_MAX];
     struct inbox_waiter *waiters;
     struct inbox_ack *acks;
-    struct inbox_deleted deleted[INBOX_DELETED_KEEP];
-    size_t deleted_next;
     struct inbox_watch *watches;
+    struct ingest_job *retries;    /* waiting out a backoff */
     struct bus *bus;               /* thread-owned */
 };
 
@@ -101,15 +98,38 @@ inbox_wake(struct inbox *in)
 /* Ingest                                                                  */
 /* ---------------------------------------------------------------------- */
 
+/* One part of an ingest message to publish: events for an instance, or a
+ * rejected event (or the whole message) for tally.rejected. */
+struct ingest_part {
+    int64_t instance;              /* -1: to tally.rejected */
+    uint8_t *data;                 /* owned */
+    size_t len;
+    char *reason;                  /* rejected only; owned */
+    char *content_type;            /* rejected only; owned; may be NULL */
+    int confirmed;
+};
+
+/* One ingest delivery until every part is confirmed. Parts that fail are
+ * published again after a backoff, never the confirmed ones; the delivery
+ * is acked when all are in. */
 struct ingest_job {
-    struct record record;
+    struct ingest_job *next;       /* in inbox.retries */
     struct inbox *in;
     uint64_t tag;
     uint64_t connection;
-    json_object *body;             /* the parsed message */
+    struct ingest_part *parts;
+    size_t part_count;
     pthread_mutex_t lock;
-    size_t pending;                /* rejected-event publishes */
-    int failed;
+    size_t outstanding;            /* parts of this round not settled */
+    int round_failed;
+    char reason[PUBLISHER_REASON_MAX];
+    long backoff_ms;
+    int64_t retry_at_us;           /* monotonic */
+};
+
+struct ingest_settle {
+    struct ingest_job *job;
+    size_t part;
 };
 
 static void
@@ -118,8 +138,8 @@ inbox_post_ack(struct inbox *in, uint64_t tag, uint64_t connection, int ok)
     struct inbox_ack *a;
 
     pthread_mutex_lock(&in->lock);
-    if (connection != in->connection) {      /* that delivery is gone */
-        pthread_mutex_unlock(&in->lock);
+    if (connection != in->connection || in->stopping) {
+        pthread_mutex_unlock(&in->lock);      /* that delivery is gone */
         return;
     }
     a = xcalloc(1, sizeof(*a));
@@ -134,166 +154,273 @@ inbox_post_ack(struct inbox *in, uint64_t tag, uint64_t connection, int ok)
 static void
 ingest_job_free(struct ingest_job *job)
 {
-    record_destroy(&job->record);
-    json_object_put(job->body);
+    for (size_t i = 0; i < job->part_count; i++) {
+        free(job->parts[i].data);
+        free(job->parts[i].reason);
+        free(job->parts[i].content_type);
+    }
+    free(job->parts);
     pthread_mutex_destroy(&job->lock);
     free(job);
 }
 
-static void
-ingest_rejected_done(void *ctx, int ok, const char *reason)
+static struct ingest_part *
+ingest_add_part(struct ingest_job *job, int64_t instance, const void *data,
+                size_t len, const char *reason, const char *content_type)
 {
-    struct ingest_job *job = ctx;
-    int last;
+    struct ingest_part *part;
 
-    (void)reason;
+    job->parts = xrealloc(job->parts,
+                          (job->part_count + 1) * sizeof(*job->parts));
+    part = &job->parts[job->part_count++];
+    memset(part, 0, sizeof(*part));
+    part->instance = instance;
+    part->data = xmalloc(len > 0 ? len : 1);
+    memcpy(part->data, data, len);
+    part->len = len;
+    if (reason != NULL)
+        part->reason = xstrndup(reason, strlen(reason));
+    if (content_type != NULL && content_type[0] != '\0')
+        part->content_type = xstrndup(content_type, strlen(content_type));
+    return part;
+}
+
+/* Adds the event a rejection REJ ({"index","code","message"}) names, with
+ * the reason "event <index>: <code> <message>". */
+static void
+ingest_add_rejected(struct ingest_job *job, json_object *events,
+                    json_object *rej)
+{
+    json_object *idx, *code, *msg;
+    const char *text;
+    char reason[INBOX_REASON_MAX];
+
+    json_object_object_get_ex(rej, "index", &idx);
+    json_object_object_get_ex(rej, "code", &code);
+    json_object_object_get_ex(rej, "message", &msg);
+    snprintf(reason, sizeof(reason), "event %d: %d %s",
+             json_object_get_int(idx), json_object_get_int(code),
+             json_object_get_string(msg));
+    text = json_object_to_json_string_ext(
+        json_object_array_get_idx(events, (size_t)json_object_get_int(idx)),
+        JSON_C_TO_STRING_PLAIN);
+    ingest_add_part(job, -1, text, strlen(text), reason, "application/json");
+}
+
+/* 1 if CONTENT_TYPE is application/json, parameters allowed. */
+static int
+inbox_json_media_type(const char *content_type)
+{
+    size_t n = strlen(INBOX_JSON);
+
+    return strncasecmp(content_type, INBOX_JSON, n) == 0
+           && (content_type[n] == '\0' || content_type[n] == ';'
+               || content_type[n] == ' ');
+}
+
+/* One part (or, for PART == SIZE_MAX, the submitter's hold) of JOB's
+ * round is settled; the last one acks the delivery or schedules a retry. */
+static void
+ingest_settle(struct ingest_job *job, size_t part, int ok, const char *reason)
+{
+    struct inbox *in = job->in;
+    int last, all_in = 1;
+
     pthread_mutex_lock(&job->lock);
-    job->failed |= !ok;
-    last = --job->pending == 0;
+    if (ok && part != SIZE_MAX) {
+        job->parts[part].confirmed = 1;
+    } else if (!ok && !job->round_failed) {
+        job->round_failed = 1;
+        snprintf(job->reason, sizeof(job->reason), "%s", reason);
+    }
+    last = --job->outstanding == 0;
     pthread_mutex_unlock(&job->lock);
     if (!last)
         return;
-    inbox_post_ack(job->in, job->tag, job->connection, !job->failed);
-    ingest_job_free(job);
-}
-
-/* Publishes BODY whole to tally.rejected with REASON. */
-static struct publisher_item *
-inbox_rejected_item(const void *body, size_t len, const char *content_type,
-                    const char *reason, publisher_done_fn done, void *ctx)
-{
-    struct bus_props p = {0};
-
-    p.content_type = content_type;
-    p.reason = reason;
-    p.persistent = 1;
-    return publisher_item_raw("", BUS_QUEUE_REJECTED, body, len, &p, 0, done,
-                              ctx);
-}
-
-static void
-ingest_recorded(struct record *r)
-{
-    struct ingest_job *job = r->ctx;
-    json_object *events;
-    size_t n = json_object_array_length(r->rejected);
-
-    if (r->failed) {
-        log_warn("ingest: %s", r->reason);
-        inbox_post_ack(job->in, job->tag, job->connection, 0);
+    for (size_t i = 0; i < job->part_count; i++)
+        all_in &= job->parts[i].confirmed;
+    if (all_in) {
+        inbox_post_ack(in, job->tag, job->connection, 1);
         ingest_job_free(job);
         return;
     }
-    json_object_object_get_ex(job->body, "events", &events);
-    job->pending = n + 1;
-    for (size_t i = 0; i < n; i++) {
-        json_object *rej = json_object_array_get_idx(r->rejected, i);
-        json_object *idx, *code, *msg;
-        const char *text;
-        char reason[INBOX_REASON_MAX];
-
-        json_object_object_get_ex(rej, "index", &idx);
-        json_object_object_get_ex(rej, "code", &code);
-        json_object_object_get_ex(rej, "message", &msg);
-        snprintf(reason, sizeof(reason), "event %d: %d %s",
-                 json_object_get_int(idx), json_object_get_int(code),
-                 json_object_get_string(msg));
-        text = json_object_to_json_string_ext(
-            json_object_array_get_idx(events, (size_t)json_object_get_int(idx)),
-            JSON_C_TO_STRING_PLAIN);
-        publisher_submit(job->in->fe->publisher,
-                         inbox_rejected_item(text, strlen(text),
-                                             "application/json", reason,
-                                             ingest_rejected_done, job));
+    log_warn("ingest: delivery %" PRIu64 " not fully queued (%s); retrying "
+             "the rest in %ld ms", job->tag, job->reason, job->backoff_ms);
+    job->retry_at_us = daemon_monotonic_us()
+                       + job->backoff_ms * INBOX_US_PER_MS;
+    job->backoff_ms = job->backoff_ms * 2 > INBOX_RETRY_MAX_MS
+                          ? INBOX_RETRY_MAX_MS : job->backoff_ms * 2;
+    pthread_mutex_lock(&in->lock);
+    if (in->stopping || job->connection != in->connection) {
+        pthread_mutex_unlock(&in->lock);      /* redelivered anyway */
+        ingest_job_free(job);
+        return;
     }
-    ingest_rejected_done(job, 1, NULL);
+    job->next = in->retries;
+    in->retries = job;
+    pthread_mutex_unlock(&in->lock);
 }
 
 static void
-inbox_whole_rejected(void *ctx, int ok, const char *reason)
+ingest_settled(void *ctx, int ok, const char *reason)
 {
-    struct ingest_job *job = ctx;
+    struct ingest_settle *settle = ctx;
+    struct ingest_job *job = settle->job;
+    size_t part = settle->part;
 
-    (void)reason;
-    inbox_post_ack(job->in, job->tag, job->connection, ok);
-    ingest_job_free(job);
+    free(settle);
+    ingest_settle(job, part, ok, reason);
+}
+
+/* Publishes every part of JOB not yet confirmed. */
+static void
+ingest_submit(struct ingest_job *job)
+{
+    struct publisher *pub = job->in->fe->publisher;
+    size_t n = 0;
+
+    job->round_failed = 0;
+    for (size_t i = 0; i < job->part_count; i++)
+        n += !job->parts[i].confirmed;
+    job->outstanding = n + 1;      /* held until every part is out */
+    for (size_t i = 0; i < job->part_count; i++) {
+        struct ingest_part *part = &job->parts[i];
+        struct ingest_settle *settle;
+        struct publisher_item *item;
+        uint8_t *copy;
+
+        if (part->confirmed)
+            continue;
+        settle = xcalloc(1, sizeof(*settle));
+        settle->job = job;
+        settle->part = i;
+        if (part->instance < 0) {
+            struct bus_props p = {0};
+
+            p.content_type = part->content_type;
+            p.reason = part->reason;
+            p.persistent = 1;
+            item = publisher_item_raw("", BUS_QUEUE_REJECTED, part->data,
+                                      part->len, &p, 0, ingest_settled,
+                                      settle);
+        } else {
+            copy = xmalloc(part->len);
+            memcpy(copy, part->data, part->len);
+            item = publisher_item_events((uint32_t)part->instance, copy,
+                                         part->len, ingest_settled, settle);
+        }
+        publisher_submit(pub, item);
+    }
+    ingest_settle(job, SIZE_MAX, 1, NULL);
+}
+
+/* Resubmits the jobs whose backoff is over. */
+static void
+inbox_retry_due(struct inbox *in)
+{
+    struct ingest_job *due = NULL, **p;
+    int64_t now = daemon_monotonic_us();
+
+    pthread_mutex_lock(&in->lock);
+    for (p = &in->retries; *p != NULL;) {
+        struct ingest_job *job = *p;
+
+        if (job->retry_at_us > now) {
+            p = &job->next;
+            continue;
+        }
+        *p = job->next;
+        job->next = due;
+        due = job;
+    }
+    pthread_mutex_unlock(&in->lock);
+    while (due != NULL) {
+        struct ingest_job *job = due;
+
+        due = job->next;
+        ingest_submit(job);
+    }
 }
 
 static void
 inbox_on_ingest(struct inbox *in, const struct bus_event *ev)
 {
     struct ingest_job *job = xcalloc(1, sizeof(*job));
-    json_object *events = NULL;
+    struct frontend *fe = in->fe;
+    json_object *body = NULL, *events = NULL;
     const char *why = NULL;
     char reason[INBOX_REASON_MAX];
 
     job->in = in;
     job->tag = ev->delivery_tag;
     job->connection = in->connection;
+    job->backoff_ms = DAEMON_RECONNECT_MIN_MS;
     pthread_mutex_init(&job->lock, NULL);
-    record_init(&job->record, in->fe, ingest_recorded, job);
     if (ev->content_type[0] != '\0'
-        && strncasecmp(ev->content_type, "application/json",
-                       strlen("application/json")) != 0)
+        && !inbox_json_media_type(ev->content_type))
         why = "content type must be application/json";
-    else if ((job->body = daemon_parse_json(ev->body, ev->len)) == NULL)
+    else if (ev->len > (size_t)fe->opts.body_max)
+        why = "message larger than --body-max";
+    else if ((body = daemon_parse_json(ev->body, ev->len)) == NULL)
         why = "body is not valid JSON";
-    else if (!json_object_is_type(job->body, json_type_object)
-             || !json_object_object_get_ex(job->body, "events", &events)
+    else if (!json_object_is_type(body, json_type_object)
+             || !json_object_object_get_ex(body, "events", &events)
              || !json_object_is_type(events, json_type_array)
              || json_object_array_length(events) == 0)
         why = "body must be an object with a non-empty \"events\" array";
-    else if (json_object_array_length(events) > (size_t)in->fe->opts.events_max)
+    else if (json_object_array_length(events) > (size_t)fe->opts.events_max)
         why = "too many events in one message";
+    if (why == NULL) {
+        struct record r;
+
+        record_init(&r, fe);
+        record_events(&r, events);
+        if (r.failed) {
+            why = "events could not be encoded";
+        } else {
+            for (size_t i = 0; i < r.part_count; i++)
+                ingest_add_part(job, r.parts[i].instance, r.parts[i].data,
+                                r.parts[i].len, NULL, NULL);
+            for (size_t i = 0; i < json_object_array_length(r.rejected); i++)
+                ingest_add_rejected(job, events,
+                                    json_object_array_get_idx(r.rejected, i));
+        }
+        record_destroy(&r);
+    }
+    json_object_put(body);
     if (why != NULL) {
         snprintf(reason, sizeof(reason), "message %s: %s",
                  ev->message_id[0] ? ev->message_id : "(no id)", why);
         log_warn("ingest: %s", reason);
-        publisher_submit(in->fe->publisher,
-                         inbox_rejected_item(ev->body, ev->len,
-                                             ev->content_type[0]
-                                                 ? ev->content_type : NULL,
-                                             reason, inbox_whole_rejected, job));
-        return;
+        ingest_add_part(job, -1, ev->body, ev->len, reason, ev->content_type);
     }
-    record_events(&job->record, events);
+    ingest_submit(job);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Control and replies                                                     */
 /* ---------------------------------------------------------------------- */
 
-/* 1 if the announcement that NAME was deleted at GENERATION or later has
- * come; the lock is held. */
-static int
-inbox_deleted_seen(struct inbox *in, const char *name, uint64_t generation)
-{
-    for (size_t i = 0; i < INBOX_DELETED_KEEP; i++)
-        if (in->deleted[i].generation >= generation
-            && strcmp(in->deleted[i].name, name) == 0)
-            return 1;
-    return 0;
-}
-
-/* Calls back the watches whose announcement came or whose time is up (all
- * of them when STOPPING). */
+/* Calls back, once each, the started watches that saw their announcement
+ * or whose time is up (every watch when STOPPING). Their owners free them.
+ */
 static void
 inbox_settle_watches(struct inbox *in, int stopping)
 {
     struct inbox_watch *ready = NULL, **p;
-    int64_t now = daemon_now_us();
+    int64_t now = daemon_monotonic_us();
 
     pthread_mutex_lock(&in->lock);
     for (p = &in->watches; *p != NULL;) {
         struct inbox_watch *w = *p;
-        int seen = inbox_deleted_seen(in, w->name, w->generation);
+        int started = w->deadline_us != INT64_MAX;
 
-        if (!seen && !stopping && now < w->deadline_us) {
+        if (!stopping && !(started && (w->seen || now >= w->deadline_us))) {
             p = &w->next;
             continue;
         }
         *p = w->next;
-        w->generation = (uint64_t)seen;   /* reused: the outcome */
+        w->settled = 1;
         w->next = ready;
         ready = w;
     }
@@ -302,33 +429,33 @@ inbox_settle_watches(struct inbox *in, int stopping)
         struct inbox_watch *w = ready;
 
         ready = w->next;
-        w->done(w->ctx, (int)w->generation);
-        free(w);
+        w->done(w->ctx, w->seen);
     }
 }
 
 static void
 inbox_on_control(struct inbox *in, const struct bus_event *ev)
 {
-    json_object *msg = daemon_parse_json(ev->body, ev->len), *op, *name, *gen;
+    json_object *msg = daemon_parse_json(ev->body, ev->len), *gen;
+    const char *op, *name;
 
-    if (msg == NULL || !json_object_object_get_ex(msg, "op", &op)
-        || !json_object_object_get_ex(msg, "name", &name)) {
+    if (msg == NULL || (op = daemon_json_string(msg, "op")) == NULL
+        || (name = daemon_json_string(msg, "name")) == NULL) {
+        log_warn("control: ignored a message that is not "
+                 "{\"op\":...,\"name\":...}");
         json_object_put(msg);
         return;
     }
-    meta_forget(in->fe->meta, json_object_get_string(name),
-                (size_t)json_object_get_string_len(name));
-    if (strcmp(json_object_get_string(op), "deleted") == 0
-        && json_object_object_get_ex(msg, "generation", &gen)) {
+    meta_forget(in->fe->meta, name, strlen(name));
+    if (strcmp(op, "deleted") == 0
+        && json_object_object_get_ex(msg, "generation", &gen)
+        && json_object_is_type(gen, json_type_int)) {
+        uint64_t g = (uint64_t)json_object_get_int64(gen);
+
         pthread_mutex_lock(&in->lock);
-        snprintf(in->deleted[in->deleted_next].name,
-                 sizeof(in->deleted[0].name), "%s",
-                 json_object_get_string(name));
-        in->deleted[in->deleted_next].generation =
-            (uint64_t)json_object_get_int64(gen);
-        in->deleted_next = (in->deleted_next + 1) % INBOX_DELETED_KEEP;
-        pthread_cond_broadcast(&in->changed);
+        for (struct inbox_watch *w = in->watches; w != NULL; w = w->next)
+            if (w->generation <= g && strcmp(w->name, name) == 0)
+                w->seen = 1;
         pthread_mutex_unlock(&in->lock);
     }
     json_object_put(msg);
@@ -452,6 +579,7 @@ inbox_run(void *arg)
         if (rc)
             break;
         inbox_settle_watches(in, 0);
+        inbox_retry_due(in);
         if (in->bus == NULL) {
             if (inbox_connect(in, err, sizeof(err)) != 0) {
                 log_warn("inbox: %s (retrying in %ld ms)", err, backoff);
@@ -514,15 +642,47 @@ inbox_create(struct frontend *fe)
 }
 
 void
-inbox_destroy(struct inbox *in)
+inbox_stop(struct inbox *in)
 {
-    if (in == NULL)
-        return;
+    struct ingest_job *retries;
+
     pthread_mutex_lock(&in->lock);
+    if (in->stopping) {
+        pthread_mutex_unlock(&in->lock);
+        return;
+    }
     in->stopping = 1;
+    pthread_cond_broadcast(&in->changed);     /* callers of inbox_call */
     pthread_mutex_unlock(&in->lock);
     inbox_wake(in);
     pthread_join(in->thread, NULL);
+    pthread_mutex_lock(&in->lock);
+    retries = in->retries;
+    in->retries = NULL;
+    pthread_mutex_unlock(&in->lock);
+    while (retries != NULL) {         /* their deliveries are redelivered */
+        struct ingest_job *job = retries;
+
+        retries = job->next;
+        ingest_job_free(job);
+    }
+}
+
+void
+inbox_destroy(struct inbox *in)
+{
+    struct inbox_ack *acks;
+
+    if (in == NULL)
+        return;
+    inbox_stop(in);
+    inbox_settle_watches(in, 1);
+    for (acks = in->acks; acks != NULL;) {
+        struct inbox_ack *next = acks->next;
+
+        free(acks);
+        acks = next;
+    }
     close(in->wake_fd);
     pthread_cond_destroy(&in->changed);
     pthread_mutex_destroy(&in->lock);
@@ -561,7 +721,8 @@ inbox_call_sent(void *ctx, int ok, const char *reason)
     if (!ok) {
         pthread_mutex_lock(&in->lock);
         for (struct inbox_waiter *w = in->waiters; w != NULL; w = w->next)
-            if (strcmp(w->correlation_id, sent->correlation_id) == 0)
+            if (!w->done
+                && strcmp(w->correlation_id, sent->correlation_id) == 0)
                 w->binary = -1;     /* unroutable or unconfirmed */
         pthread_cond_broadcast(&in->changed);
         pthread_mutex_unlock(&in->lock);
@@ -599,7 +760,7 @@ inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
         binary[i] = 0;
     }
     pthread_mutex_lock(&in->lock);
-    connected = in->connected;
+    connected = in->connected && !in->stopping;
     snprintf(reply_to, sizeof(reply_to), "%s", in->reply_queue);
     for (size_t i = 0; i < n && connected; i++) {
         uint8_t id[8];
@@ -640,8 +801,9 @@ inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
 
         for (size_t i = 0; i < n; i++)
             done += w[i].done || w[i].binary == -1;
-        if (done == n || pthread_cond_timedwait(&in->changed, &in->lock,
-                                                &deadline) != 0)
+        if (done == n || in->stopping
+            || pthread_cond_timedwait(&in->changed, &in->lock,
+                                      &deadline) != 0)
             break;
     }
     /* Unregister, keeping whatever arrived. */
@@ -662,26 +824,42 @@ inbox_call(struct inbox *in, const uint32_t *instances, size_t n,
     free(w);
 }
 
-void
+struct inbox_watch *
 inbox_watch_deleted(struct inbox *in, const char *name, uint64_t generation,
-                    long timeout_ms, void (*done)(void *ctx, int seen),
-                    void *ctx)
+                    void (*done)(void *ctx, int seen), void *ctx)
 {
-    struct inbox_watch *w;
+    struct inbox_watch *w = xcalloc(1, sizeof(*w));
 
-    pthread_mutex_lock(&in->lock);
-    if (inbox_deleted_seen(in, name, generation)) {
-        pthread_mutex_unlock(&in->lock);
-        done(ctx, 1);
-        return;
-    }
-    w = xcalloc(1, sizeof(*w));
     snprintf(w->name, sizeof(w->name), "%s", name);
     w->generation = generation;
-    w->deadline_us = daemon_now_us() + timeout_ms * INBOX_US_PER_MS;
+    w->deadline_us = INT64_MAX;            /* not started */
     w->done = done;
     w->ctx = ctx;
+    pthread_mutex_lock(&in->lock);
+    if (in->stopping) {
+        pthread_mutex_unlock(&in->lock);
+        w->settled = 1;
+        done(ctx, 0);
+        return w;
+    }
     w->next = in->watches;
     in->watches = w;
     pthread_mutex_unlock(&in->lock);
+    return w;
+}
+
+void
+inbox_watch_start(struct inbox *in, struct inbox_watch *w, long timeout_ms)
+{
+    pthread_mutex_lock(&in->lock);
+    if (!w->settled)
+        w->deadline_us = daemon_monotonic_us() + timeout_ms * INBOX_US_PER_MS;
+    pthread_mutex_unlock(&in->lock);
+    inbox_wake(in);
+}
+
+void
+inbox_watch_free(struct inbox_watch *w)
+{
+    free(w);
 }

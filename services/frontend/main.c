@@ -21,6 +21,12 @@
 
 #define FRONTEND_HTTP_OK 200
 #define FRONTEND_HTTP_NO_CONTENT 204
+#define FRONTEND_HTTP_UNAVAILABLE 503
+
+static const char frontend_stopping_body[] =
+    "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32603,\"message\":"
+    "\"Internal error\",\"data\":\"the server is shutting down\"},"
+    "\"id\":null}";
 #define FRONTEND_TAG_MAX 64
 #define FRONTEND_OPENRPC_MAX (1024 * 1024)
 
@@ -143,9 +149,19 @@ frontend_rpc(struct http_request *req, const char *body, size_t len,
              void *ctx)
 {
     struct frontend *fe = ctx;
-    struct exchange *x = xcalloc(1, sizeof(*x));
-    int last;
+    struct exchange *x;
+    int last, stopping;
 
+    pthread_mutex_lock(&fe->stop_lock);
+    stopping = fe->stopping;
+    pthread_mutex_unlock(&fe->stop_lock);
+    if (stopping) {
+        http_request_respond(req, FRONTEND_HTTP_UNAVAILABLE,
+                             frontend_stopping_body,
+                             sizeof(frontend_stopping_body) - 1);
+        return;
+    }
+    x = xcalloc(1, sizeof(*x));
     x->fe = fe;
     x->http = req;
     x->batch = jsonrpc_parse(body, len, &fe->limits);
@@ -208,6 +224,7 @@ main(int argc, char **argv)
     int rc, status = 1;
 
     memset(&fe, 0, sizeof(fe));
+    pthread_mutex_init(&fe.stop_lock, NULL);
     rc = config_parse(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts, argc,
                       argv, stdout, err, sizeof(err));
     if (rc != CONFIG_RUN) {
@@ -257,6 +274,13 @@ main(int argc, char **argv)
     while (!daemon_stopping)
         daemon_sleep_ms(DAEMON_RECONNECT_MAX_MS);
     log_info("stopping");
+    /* New requests get 503; the I/O threads stop (calls in flight settle
+     * and are answered) before HTTP goes, and are freed after it. */
+    pthread_mutex_lock(&fe.stop_lock);
+    fe.stopping = 1;
+    pthread_mutex_unlock(&fe.stop_lock);
+    inbox_stop(fe.inbox);
+    publisher_stop(fe.publisher);
     http_server_stop(http);
     status = 0;
 stop:
@@ -271,5 +295,6 @@ fail:
     json_object_put(fe.openrpc);
     slotmap_destroy(fe.map);
     config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
+    pthread_mutex_destroy(&fe.stop_lock);
     return status;
 }

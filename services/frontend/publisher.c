@@ -57,8 +57,8 @@ struct publisher {
     char last_error[BUS_ERR_MAX];
     /* thread-owned */
     struct bus *bus;
-    struct publisher_flight *flights;
-    size_t flight_head, flight_count, flight_cap;
+    struct publisher_flight *flights;   /* in publish (tag) order */
+    size_t flight_count, flight_cap;
 };
 
 /* ---------------------------------------------------------------------- */
@@ -182,6 +182,17 @@ publisher_ready(struct publisher *p)
 /* The thread                                                              */
 /* ---------------------------------------------------------------------- */
 
+static int
+publisher_stopping(struct publisher *p)
+{
+    int stopping;
+
+    pthread_mutex_lock(&p->lock);
+    stopping = p->stopping;
+    pthread_mutex_unlock(&p->lock);
+    return stopping;
+}
+
 static struct publisher_item *
 publisher_take_queue(struct publisher *p)
 {
@@ -233,19 +244,15 @@ publisher_drop(struct publisher *p, const char *reason)
 
     snprintf(why, sizeof(why), "RabbitMQ connection lost before confirm: %s",
              reason);
-    if (p->stopping)
+    if (publisher_stopping(p))
         log_info("publisher: %s", reason);
     else
         log_error("publisher: %s", reason);
     publisher_set_connected(p, 0, reason);
-    for (size_t i = 0; i < p->flight_count; i++) {
-        struct publisher_flight *f =
-            &p->flights[(p->flight_head + i) % p->flight_cap];
-
-        publisher_finish_list(f->items, 0, why);
-    }
-    p->flight_head = 0;
+    for (size_t i = 0; i < p->flight_count; i++)
+        publisher_finish_list(p->flights[i].items, 0, why);
     p->flight_count = 0;
+    bus_abandon(p->bus);     /* no graceful close on a failed stream */
     bus_close(p->bus);
     p->bus = NULL;
 }
@@ -256,21 +263,14 @@ publisher_track(struct publisher *p, uint64_t tag, struct publisher_item *items)
     struct publisher_flight *f;
 
     if (p->flight_count == p->flight_cap) {
-        size_t cap = p->flight_cap ? p->flight_cap * 2 : 64;
-        struct publisher_flight *n = xcalloc(cap, sizeof(*n));
-
-        for (size_t i = 0; i < p->flight_count; i++)
-            n[i] = p->flights[(p->flight_head + i) % p->flight_cap];
-        free(p->flights);
-        p->flights = n;
-        p->flight_cap = cap;
-        p->flight_head = 0;
+        p->flight_cap = p->flight_cap ? p->flight_cap * 2 : 64;
+        p->flights = xrealloc(p->flights, p->flight_cap * sizeof(*p->flights));
     }
-    f = &p->flights[(p->flight_head + p->flight_count++) % p->flight_cap];
+    f = &p->flights[p->flight_count++];
     f->tag = tag;
     f->items = items;
     f->returned = 0;
-    f->sent_us = daemon_now_us();
+    f->sent_us = daemon_monotonic_us();
 }
 
 /* Publishes BODY carrying ITEMS (a list); on failure the items fail. */
@@ -303,7 +303,67 @@ publisher_send(struct publisher *p, const char *exchange, const char *key,
     return 0;
 }
 
-/* Packs the event items of one instance (a list) into messages. */
+/* Publishes the message ENC holds with the items CARRIED, then starts a
+ * new one in OUT. */
+static void
+publisher_flush_message(struct publisher *p, const char *key,
+                        struct codec_encoder *enc, struct buf_writer *out,
+                        struct publisher_item *carried)
+{
+    struct bus_props props = {0};
+
+    props.content_type = PUBLISHER_CONTENT_TYPE;
+    props.persistent = 1;
+    if (carried != NULL) {
+        if (codec_message_end(enc) != 0)
+            publisher_finish_list(carried, 0, enc->err);
+        else
+            publisher_send(p, BUS_EXCHANGE_EVENTS, key,
+                           out->data + enc->message_start,
+                           out->len - enc->message_start, &props, 1, carried);
+    }
+    buf_writer_reset(out);
+    codec_message_begin(enc, out);
+}
+
+/* Copies the sub-batches of IT (one encoded message) into ENC; on failure
+ * ENC and OUT are rolled back to where they were and a reason is in
+ * ENC->err. */
+static int
+publisher_pack(struct codec_encoder *enc, struct buf_writer *out,
+               const struct publisher_item *it)
+{
+    struct codec_encoder saved = *enc;
+    size_t saved_len = out->len;
+    struct codec_message msg;
+    char err[CODEC_ERR_MAX];
+    int ok = 1;
+
+    if (codec_decode(it->data, it->len, &msg, err, sizeof(err)) != 0) {
+        snprintf(enc->err, sizeof(enc->err), "%s", err);
+        return -1;
+    }
+    for (size_t s = 0; s < msg.subbatch_count && ok; s++) {
+        const struct codec_subbatch *sb = &msg.subbatches[s];
+
+        ok = codec_subbatch_begin(enc, sb) == 0;
+        for (size_t e = 0; e < sb->entry_count && ok; e++)
+            ok = codec_put_entry(enc, &sb->entries[e]) == 0;
+        if (ok)
+            ok = codec_subbatch_end(enc) == 0;
+    }
+    codec_message_destroy(&msg);
+    if (ok)
+        return 0;
+    memcpy(err, enc->err, sizeof(err));
+    *enc = saved;
+    out->len = saved_len;
+    memcpy(enc->err, err, sizeof(err));
+    return -1;
+}
+
+/* Packs the event items of one instance (a list, in submission order)
+ * into as few messages as the size target allows. */
 static void
 publisher_send_events(struct publisher *p, uint32_t instance,
                       struct publisher_item *items)
@@ -311,59 +371,30 @@ publisher_send_events(struct publisher *p, uint32_t instance,
     struct buf_writer out;
     struct codec_encoder enc;
     struct publisher_item *carried = NULL, **tail = &carried;
-    struct bus_props props = {0};
     char key[PUBLISHER_TAG_MAX];
 
     snprintf(key, sizeof(key), "%" PRIu32, instance);
-    props.content_type = PUBLISHER_CONTENT_TYPE;
-    props.persistent = 1;
     buf_writer_create(&out, PUBLISHER_MESSAGE_TARGET / 4);
     codec_message_begin(&enc, &out);
     while (items != NULL) {
         struct publisher_item *it = items;
-        struct codec_message msg;
-        char err[CODEC_ERR_MAX];
-        int ok = 1;
 
         items = it->next;
         it->next = NULL;
-        if (codec_decode(it->data, it->len, &msg, err, sizeof(err)) != 0) {
-            publisher_finish(it, 0, err);
-            continue;
+        if (carried != NULL
+            && codec_message_size(&enc) + it->len > PUBLISHER_MESSAGE_TARGET) {
+            publisher_flush_message(p, key, &enc, &out, carried);
+            carried = NULL;
+            tail = &carried;
         }
-        for (size_t s = 0; s < msg.subbatch_count && ok; s++) {
-            const struct codec_subbatch *sb = &msg.subbatches[s];
-
-            ok = codec_subbatch_begin(&enc, sb) == 0;
-            for (size_t e = 0; e < sb->entry_count && ok; e++)
-                ok = codec_put_entry(&enc, &sb->entries[e]) == 0;
-            if (ok)
-                ok = codec_subbatch_end(&enc) == 0;
-        }
-        codec_message_destroy(&msg);
-        if (!ok) {
+        if (publisher_pack(&enc, &out, it) != 0) {
             publisher_finish(it, 0, enc.err);
             continue;
         }
         *tail = it;
         tail = &it->next;
-        if (codec_message_size(&enc) >= PUBLISHER_MESSAGE_TARGET
-            || items == NULL) {
-            props.message_id = NULL;
-            if (codec_message_end(&enc) != 0) {
-                publisher_finish_list(carried, 0, enc.err);
-            } else {
-                publisher_send(p, BUS_EXCHANGE_EVENTS, key,
-                               out.data + enc.message_start,
-                               out.len - enc.message_start, &props, 1,
-                               carried);
-            }
-            carried = NULL;
-            tail = &carried;
-            buf_writer_reset(&out);
-            codec_message_begin(&enc, &out);
-        }
     }
+    publisher_flush_message(p, key, &enc, &out, carried);
     buf_writer_destroy(&out);
 }
 
@@ -417,51 +448,37 @@ publisher_send_all(struct publisher *p, struct publisher_item *items)
 static struct publisher_flight *
 publisher_flight_by_tag(struct publisher *p, uint64_t tag)
 {
-    for (size_t i = 0; i < p->flight_count; i++) {
-        struct publisher_flight *f =
-            &p->flights[(p->flight_head + i) % p->flight_cap];
-
-        if (f->tag == tag)
-            return f;
-    }
+    for (size_t i = 0; i < p->flight_count; i++)
+        if (p->flights[i].tag == tag)
+            return &p->flights[i];
     return NULL;
 }
 
-/* Settles the flights up to TAG (or exactly TAG). */
+/* Settles the flight TAG, or with MULTIPLE every flight up to TAG, in
+ * whatever order the broker confirms them. */
 static void
 publisher_settle(struct publisher *p, uint64_t tag, int multiple, int acked)
 {
-    while (p->flight_count > 0) {
-        struct publisher_flight *f = &p->flights[p->flight_head];
-        struct publisher_flight one;
+    size_t kept = 0;
 
-        if (f->tag > tag)
-            break;
-        if (!multiple && f->tag != tag) {
-            f = publisher_flight_by_tag(p, tag);
-            if (f == NULL)
-                return;
-            one = *f;
-            /* Out of order single confirm: swap it to the front. */
-            *f = p->flights[p->flight_head];
-            p->flights[p->flight_head] = one;
-            f = &p->flights[p->flight_head];
+    for (size_t i = 0; i < p->flight_count; i++) {
+        struct publisher_flight f = p->flights[i];
+
+        if (multiple ? f.tag > tag : f.tag != tag) {
+            p->flights[kept++] = f;
+            continue;
         }
-        one = *f;
-        p->flight_head = (p->flight_head + 1) % p->flight_cap;
-        p->flight_count--;
         if (!acked)
-            publisher_finish_list(one.items, 0,
+            publisher_finish_list(f.items, 0,
                                   "overloaded: the broker refused the "
                                   "message (queue full); retry");
-        else if (one.returned)
-            publisher_finish_list(one.items, 0,
+        else if (f.returned)
+            publisher_finish_list(f.items, 0,
                                   "unroutable: no queue for that instance");
         else
-            publisher_finish_list(one.items, 1, NULL);
-        if (!multiple)
-            break;
+            publisher_finish_list(f.items, 1, NULL);
     }
+    p->flight_count = kept;
 }
 
 static void
@@ -497,7 +514,7 @@ publisher_run(void *arg)
     long backoff = DAEMON_RECONNECT_MIN_MS;
     char err[BUS_ERR_MAX];
 
-    while (!p->stopping) {
+    while (!publisher_stopping(p)) {
         struct pollfd pfd[2];
         struct bus_event ev;
         uint64_t drained;
@@ -530,7 +547,7 @@ publisher_run(void *arg)
             bus_event_release(p->bus, &ev);
         }
         if (p->bus != NULL && p->flight_count > 0
-            && daemon_now_us() - p->flights[p->flight_head].sent_us
+            && daemon_monotonic_us() - p->flights[0].sent_us
                    > (int64_t)p->confirm_timeout_ms * 1000)
             publisher_drop(p, "no confirm from the broker in time");
         if (p->bus == NULL)
@@ -569,15 +586,25 @@ publisher_create(const struct bus_config *config, const struct slotmap *map,
 }
 
 void
-publisher_destroy(struct publisher *p)
+publisher_stop(struct publisher *p)
 {
-    if (p == NULL)
-        return;
     pthread_mutex_lock(&p->lock);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
     p->stopping = 1;
     pthread_mutex_unlock(&p->lock);
     publisher_wake(p);
     pthread_join(p->thread, NULL);
+}
+
+void
+publisher_destroy(struct publisher *p)
+{
+    if (p == NULL)
+        return;
+    publisher_stop(p);
     close(p->wake_fd);
     free(p->flights);
     pthread_mutex_destroy(&p->lock);

@@ -39,7 +39,11 @@ struct publisher;
 struct publisher *publisher_create(const struct bus_config *config,
                                    const struct slotmap *map,
                                    int confirm_timeout_ms);
-/* Stops the thread; items not yet confirmed fail with "shutting down". */
+/* Stops and joins the thread: every item queued or in flight fails with
+ * "shutting down" (its callback runs before this returns), and later
+ * submissions fail at once. */
+void publisher_stop(struct publisher *p);
+/* Stops (if not yet) and frees P. */
 void publisher_destroy(struct publisher *p);
 /* 1 when connected with the topology declared. */
 int publisher_ready(struct publisher *p);

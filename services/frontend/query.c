@@ -381,10 +381,13 @@ method_metrics_list(struct jsonrpc_call *call, void *ctx)
         if (json_object_object_get_ex(replies[i], "more", &m)
             && json_object_get_boolean(m))
             more = 1;
-        if (json_object_object_get_ex(replies[i], "metrics", &metrics))
+        if (json_object_object_get_ex(replies[i], "metrics", &metrics)
+            && json_object_is_type(metrics, json_type_array))
             for (size_t k = 0; k < json_object_array_length(metrics); k++)
-                json_object_array_add(all, json_object_get(
-                    json_object_array_get_idx(metrics, k)));
+                if (daemon_json_string(json_object_array_get_idx(metrics, k),
+                                       "name") != NULL)
+                    json_object_array_add(all, json_object_get(
+                        json_object_array_get_idx(metrics, k)));
         json_object_put(replies[i]);
     }
     free(replies);
@@ -461,43 +464,69 @@ method_rpc_discover(struct jsonrpc_call *call, void *ctx)
 /* metrics.delete                                                          */
 /* ---------------------------------------------------------------------- */
 
-/* A metrics.delete in flight: published, then waiting for the owner's
- * announcement. */
+/* A metrics.delete in flight: it needs the broker's confirm of the
+ * tombstone and the owner's announcement (or its timeout). */
 struct query_delete {
     struct exchange *x;
     struct jsonrpc_call *call;
+    struct inbox_watch *watch;
     char name[EVENT_NAME_MAX + 1];
-    uint64_t generation;            /* the announcement to wait for */
+    pthread_mutex_t lock;
+    int pending;                    /* 2: confirm and announcement */
+    int queued, seen;
+    char reason[PUBLISHER_REASON_MAX];
 };
 
 static void
-query_delete_applied(void *ctx, int seen)
+query_delete_step(struct query_delete *d)
+{
+    struct frontend *fe = d->x->fe;
+    json_object *result;
+    int last;
+
+    pthread_mutex_lock(&d->lock);
+    last = --d->pending == 0;
+    pthread_mutex_unlock(&d->lock);
+    if (!last)
+        return;
+    meta_forget(fe->meta, d->name, strlen(d->name));
+    if (!d->queued) {
+        exchange_complete(d->x, d->call, NULL, FRONTEND_ERR_NOT_QUEUED,
+                          "Delete not queued; retry",
+                          json_object_new_string(d->reason));
+    } else {
+        result = json_object_new_object();
+        json_object_object_add(result, "name",
+                               json_object_new_string(d->name));
+        json_object_object_add(result, "applied",
+                               json_object_new_boolean(d->seen));
+        exchange_complete(d->x, d->call, result, 0, NULL, NULL);
+    }
+    inbox_watch_free(d->watch);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+static void
+query_delete_announced(void *ctx, int seen)
 {
     struct query_delete *d = ctx;
-    json_object *result = json_object_new_object();
 
-    meta_forget(d->x->fe->meta, d->name, strlen(d->name));
-    json_object_object_add(result, "name", json_object_new_string(d->name));
-    json_object_object_add(result, "applied", json_object_new_boolean(seen));
-    exchange_complete(d->x, d->call, result, 0, NULL, NULL);
-    free(d);
+    d->seen = seen;
+    query_delete_step(d);
 }
 
 static void
 query_delete_queued(void *ctx, int ok, const char *reason)
 {
     struct query_delete *d = ctx;
+    struct frontend *fe = d->x->fe;
 
-    if (!ok) {
-        exchange_complete(d->x, d->call, NULL, FRONTEND_ERR_NOT_QUEUED,
-                          "Delete not queued; retry",
-                          json_object_new_string(reason));
-        free(d);
-        return;
-    }
-    inbox_watch_deleted(d->x->fe->inbox, d->name, d->generation,
-                        d->x->fe->opts.rpc_timeout_ms, query_delete_applied,
-                        d);
+    d->queued = ok;
+    if (!ok)
+        snprintf(d->reason, sizeof(d->reason), "%s", reason);
+    inbox_watch_start(fe->inbox, d->watch, ok ? fe->opts.rpc_timeout_ms : 0);
+    query_delete_step(d);
 }
 
 int
@@ -553,8 +582,11 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     d->x = x;
     d->call = call;
     memcpy(d->name, s, len);
-    d->generation = info.generation + 1;
+    pthread_mutex_init(&d->lock, NULL);
+    d->pending = 2;
     exchange_expect(x);
+    d->watch = inbox_watch_deleted(fe->inbox, d->name, info.generation + 1,
+                                   query_delete_announced, d);
     publisher_submit(fe->publisher,
                      publisher_item_events(slotmap_owner(fe->map, slot), data,
                                            data_len, query_delete_queued, d));

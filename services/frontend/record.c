@@ -187,23 +187,6 @@ record_name_for(struct record *r, struct record_table *t,
     return (long)(t->name_count - 1);
 }
 
-static void
-record_item_done(void *ctx, int ok, const char *reason)
-{
-    struct record *r = ctx;
-    int last;
-
-    pthread_mutex_lock(&r->lock);
-    if (!ok && !r->failed) {
-        r->failed = 1;
-        snprintf(r->reason, sizeof(r->reason), "%s", reason);
-    }
-    last = --r->pending == 0;
-    pthread_mutex_unlock(&r->lock);
-    if (last)
-        r->finish(r);
-}
-
 /* Encodes the folds of INSTANCE as one message of one sub-batch. */
 static uint8_t *
 record_encode(struct record *r, struct record_table *t, uint32_t instance,
@@ -251,22 +234,23 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
 }
 
 void
-record_init(struct record *r, struct frontend *fe,
-            void (*finish)(struct record *r), void *ctx)
+record_init(struct record *r, struct frontend *fe)
 {
     memset(r, 0, sizeof(*r));
     r->fe = fe;
     r->rejected = json_object_new_array();
-    r->finish = finish;
-    r->ctx = ctx;
-    pthread_mutex_init(&r->lock, NULL);
 }
 
 void
 record_destroy(struct record *r)
 {
+    for (size_t i = 0; i < r->part_count; i++)
+        free(r->parts[i].data);
+    free(r->parts);
+    r->parts = NULL;
+    r->part_count = 0;
     json_object_put(r->rejected);
-    pthread_mutex_destroy(&r->lock);
+    r->rejected = NULL;
 }
 
 void
@@ -277,8 +261,6 @@ record_events(struct record *r, json_object *events)
     int64_t now = daemon_now_us();
     struct record_table t;
     uint8_t *owners;
-    struct publisher_item **items;
-    size_t item_count = 0;
 
     record_table_create(&t, n);
     for (size_t i = 0; i < n; i++) {
@@ -309,26 +291,24 @@ record_events(struct record *r, json_object *events)
     owners = xcalloc(fe->map->instances, 1);
     for (size_t i = 0; i < t.fold_count; i++)
         owners[slotmap_owner(fe->map, t.names[t.folds[i].name].slot)] = 1;
-    items = xcalloc(fe->map->instances, sizeof(*items));
-    for (uint32_t i = 0; i < fe->map->instances; i++) {
-        size_t len;
-        uint8_t *data;
+    r->parts = xcalloc(fe->map->instances, sizeof(*r->parts));
+    for (uint32_t i = 0; i < fe->map->instances && !r->failed; i++) {
+        struct record_part *part = &r->parts[r->part_count];
 
         if (!owners[i])
             continue;
-        data = record_encode(r, &t, i, now, &len);
-        if (data == NULL)
-            continue;
-        items[item_count++] = publisher_item_events(i, data, len,
-                                                    record_item_done, r);
+        part->instance = i;
+        part->data = record_encode(r, &t, i, now, &part->len);
+        if (part->data != NULL)
+            r->part_count++;
+    }
+    if (r->failed) {           /* all or nothing: send none */
+        for (size_t i = 0; i < r->part_count; i++)
+            free(r->parts[i].data);
+        r->part_count = 0;
     }
     record_table_destroy(&t);
     free(owners);
-    r->pending = item_count + 1;    /* +1 held until every item is out */
-    for (size_t i = 0; i < item_count; i++)
-        publisher_submit(fe->publisher, items[i]);
-    free(items);
-    record_item_done(r, 1, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -339,28 +319,43 @@ struct record_call {
     struct record record;
     struct exchange *x;
     struct jsonrpc_call *call;
+    pthread_mutex_t lock;
+    size_t pending;                /* parts not yet settled, plus one */
+    int failed;
+    char reason[PUBLISHER_REASON_MAX];
 };
 
 static void
-record_call_finish(struct record *r)
+record_call_settled(void *ctx, int ok, const char *reason)
 {
-    struct record_call *rc = r->ctx;
+    struct record_call *rc = ctx;
+    struct record *r = &rc->record;
+    int last;
 
-    if (r->failed) {
-        json_object *data = json_object_new_string(r->reason);
-
+    pthread_mutex_lock(&rc->lock);
+    if (!ok && !rc->failed) {
+        rc->failed = 1;
+        snprintf(rc->reason, sizeof(rc->reason), "%s", reason);
+    }
+    last = --rc->pending == 0;
+    pthread_mutex_unlock(&rc->lock);
+    if (!last)
+        return;
+    if (rc->failed) {
         exchange_complete(rc->x, rc->call, NULL, FRONTEND_ERR_NOT_QUEUED,
                           "Events not queued; retry",
-                          data);
+                          json_object_new_string(rc->reason));
     } else {
         json_object *result = json_object_new_object();
 
         json_object_object_add(result, "accepted",
                                json_object_new_int64((int64_t)r->accepted));
-        json_object_object_add(result, "rejected", json_object_get(r->rejected));
+        json_object_object_add(result, "rejected",
+                               json_object_get(r->rejected));
         exchange_complete(rc->x, rc->call, result, 0, NULL, NULL);
     }
     record_destroy(r);
+    pthread_mutex_destroy(&rc->lock);
     free(rc);
 }
 
@@ -407,10 +402,26 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
         return JSONRPC_DONE;
     }
     rc = xcalloc(1, sizeof(*rc));
-    exchange_expect(x);
     rc->x = x;
     rc->call = call;
-    record_init(&rc->record, fe, record_call_finish, rc);
+    pthread_mutex_init(&rc->lock, NULL);
+    record_init(&rc->record, fe);
     record_events(&rc->record, events);
+    if (rc->record.failed) {
+        rc->failed = 1;
+        snprintf(rc->reason, sizeof(rc->reason), "%s", rc->record.reason);
+    }
+    exchange_expect(x);
+    rc->pending = rc->record.part_count + 1;
+    for (size_t i = 0; i < rc->record.part_count; i++) {
+        struct record_part *part = &rc->record.parts[i];
+
+        publisher_submit(fe->publisher,
+                         publisher_item_events(part->instance, part->data,
+                                               part->len, record_call_settled,
+                                               rc));
+        part->data = NULL;     /* the publisher owns it now */
+    }
+    record_call_settled(rc, 1, NULL);
     return JSONRPC_PENDING;
 }

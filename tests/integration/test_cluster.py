@@ -154,3 +154,75 @@ def test_owner_sees_type_conflict(env):
         'type conflict: cluster.race is a counter, not a gauge'), headers
     assert json.loads(body) == {'name': name, 'type': 'gauge', 'events': 1,
                                 'reason': headers['x-tally-reason']}, body
+
+
+def test_full_queue_retries_only_what_failed(env):
+    # One ingest message touches both instances while instance 1's queue
+    # refuses everything (max-length 0, reject-publish): the frontend keeps
+    # the delivery, publishes again only the part that failed, and counts
+    # each event once when the queue takes messages again.
+    url = env.cluster.frontend_url(0)
+    a, b = name_owned_by(0, 'cluster.full'), name_owned_by(1, 'cluster.full')
+    env.servers.rabbitmqctl('set_policy', '-p', env.vhost, '--priority', '10',
+                            '--apply-to', 'queues', 'full-1',
+                            r'^tally\.agg\.1$',
+                            '{"max-length":0,"overflow":"reject-publish"}')
+    try:
+        time.sleep(1)
+        body = {'events': [{'name': a, 'type': 'counter', 'value': 1},
+                           {'name': b, 'type': 'counter', 'value': 1}]}
+        publish_ingest(env.servers, env.vhost, json.dumps(body).encode(),
+                       message_id='full-1')
+        eventually(lambda: (count_of(url, a) == 1, count_of(url, a)), WAIT_S,
+                   'the part for instance 0')
+        time.sleep(2)       # several retries of the refused part
+        assert count_of(url, a) == 1, count_of(url, a)
+        assert count_of(url, b) is None, count_of(url, b)
+    finally:
+        env.servers.rabbitmqctl('clear_policy', '-p', env.vhost, 'full-1')
+    eventually(lambda: (count_of(url, b) == 1, count_of(url, b)), WAIT_S,
+               'the part for instance 1 once its queue takes messages')
+    assert count_of(url, a) == 1, count_of(url, a)
+
+
+def test_new_life_survives_a_cache_flush(env):
+    # After a delete, a frontend that finds nothing in memcached stamps
+    # generation 0; the owner still counts it in the metric's current life.
+    url = env.cluster.frontend_url(0)
+    name = 'cluster.reborn'
+    ev = {'name': name, 'type': 'counter', 'value': 1}
+    rpc_result(url, 'events.record', {'events': [ev] * 3})
+    eventually(lambda: (count_of(url, name) == 3, count_of(url, name)),
+               WAIT_S, 'first life')
+    assert rpc_result(url, 'metrics.delete', {'name': name})['applied']
+    rpc_result(url, 'events.record', {'events': [ev] * 2})
+    eventually(lambda: (count_of(url, name) == 2, count_of(url, name)),
+               WAIT_S, 'second life')
+    env.servers.flush_memcached()
+    time.sleep(1.1)                   # past the frontend's 1 s type cache
+    r = rpc_result(url, 'events.record', {'events': [ev] * 5})
+    assert r == {'accepted': 5, 'rejected': []}, r
+    eventually(lambda: (count_of(url, name) == 7, count_of(url, name)),
+               WAIT_S, 'events after the flush counted')
+
+
+def test_bad_control_message_is_ignored(env):
+    # Every frontend and aggregator reads tally.control: a malformed
+    # message must not take any of them down (the shutdown check at the end
+    # of the module requires a clean exit of each).
+    import pika
+    from harness import _amqp
+    conn = _amqp(env.servers, env.vhost)
+    try:
+        ch = conn.channel()
+        for body in (b'{"op":null,"name":"x"}', b'{"op":"deleted","name":7}',
+                     b'[1,2]', b'\x00\xff', b'{"op":"deleted","name":"x",'
+                     b'"generation":"high"}'):
+            ch.basic_publish('tally.control', '', body,
+                             pika.BasicProperties(content_type='application/json'))
+    finally:
+        conn.close()
+    time.sleep(0.5)
+    for k in range(2):
+        status = rpc_result(env.cluster.frontend_url(k), 'cluster.status')
+        assert status['unreachable'] == [], status
