@@ -4,6 +4,7 @@
 #include "daemon.h"
 
 #include <json-c/json.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -136,4 +137,29 @@ daemon_json_string(struct json_object *obj, const char *key)
         || !json_object_is_type(v, json_type_string))
         return NULL;
     return json_object_get_string(v);
+}
+
+#define DAEMON_CRASH_ENV "TALLY_CRASH_AT"
+#define DAEMON_CRASH_NAME_MAX 64
+
+void
+daemon_crash_point(const char *name)
+{
+    static int parsed;
+    static char point[DAEMON_CRASH_NAME_MAX];
+    static long left;
+    const char *env, *colon;
+
+    if (!parsed) {
+        parsed = 1;
+        env = getenv(DAEMON_CRASH_ENV);
+        colon = env != NULL ? strrchr(env, ':') : NULL;
+        if (colon != NULL && (size_t)(colon - env) < sizeof(point)) {
+            memcpy(point, env, (size_t)(colon - env));
+            left = strtol(colon + 1, NULL, 10);
+        }
+    }
+    if (left <= 0 || strcmp(point, name) != 0 || --left > 0)
+        return;
+    raise(SIGKILL);
 }

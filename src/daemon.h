@@ -92,6 +92,12 @@ struct json_object *daemon_parse_json(const void *text, size_t len);
  * not an object or KEY is absent or not a string. */
 const char *daemon_json_string(struct json_object *obj, const char *key);
 
+/* Crash hook for fault tests: with TALLY_CRASH_AT=NAME:N in the
+ * environment, the Nth call of daemon_crash_point(NAME) kills the process
+ * with SIGKILL (no cleanup, like a power cut for the process). Without the
+ * variable it costs one comparison. */
+void daemon_crash_point(const char *name);
+
 /* Fills C from O (C borrows O's strings). */
 void daemon_bus_config(const struct daemon_options *o, struct bus_config *c);
 

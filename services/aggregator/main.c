@@ -10,7 +10,9 @@
  *   flusher thread   every flush interval: store_collect --> cache_put
  *   HTTP             /healthz, /readyz
  *
- * Not yet durable: a delivery is acked once applied in memory (README).
+ * Durable: a delivery is acked only once its record is in the fsynced
+ * write-ahead log (durable.c); a restart replays snapshot + log, and
+ * sub-batch keys (dedup.c) drop redeliveries.
  */
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -26,6 +28,8 @@
 #include "codec.h"
 #include "config.h"
 #include "daemon.h"
+#include "dedup.h"
+#include "durable.h"
 #include "http.h"
 #include "log.h"
 #include "slotmap.h"
@@ -33,6 +37,12 @@
 #include "xalloc.h"
 
 #define AGG_POLL_MS 100
+#define AGG_GROUP_MAX 256                        /* deliveries per sync */
+#define AGG_GROUP_BYTES (16u * 1024u * 1024u)
+#define AGG_DEDUP_EXPIRE_EVERY_US 1000000
+#define AGG_SNAPSHOT_LOG_BYTES (64ull * 1024 * 1024)
+#define AGG_US_PER_S 1000000LL
+#define AGG_UNSAFE_NO_FSYNC_ENV "TALLY_UNSAFE_NO_FSYNC"
 #define AGG_RPC_LIMIT_MAX 1000
 #define AGG_TAG_MAX 64
 
@@ -43,6 +53,9 @@ struct agg_options {
     long flush_interval_ms;
     long prefetch;
     long idle_expiry_s;
+    char *data_dir;
+    long snapshot_interval_s;
+    long dedup_horizon_s;
 };
 
 static const struct config_option agg_table[] = {
@@ -58,6 +71,15 @@ static const struct config_option agg_table[] = {
      65535, "unacked deliveries in flight"},
     {"idle-expiry-s", CONFIG_INT, offsetof(struct agg_options, idle_expiry_s),
      "604800", 60, 31536000, "collect a metric idle this long (seconds)"},
+    {"data-dir", CONFIG_STRING, offsetof(struct agg_options, data_dir),
+     "aggregator-data", 0, 0,
+     "write-ahead log and snapshots (the source of truth of its slots)"},
+    {"snapshot-interval-s", CONFIG_INT,
+     offsetof(struct agg_options, snapshot_interval_s), "60", 1, 86400,
+     "write a snapshot and trim the log this often (seconds)"},
+    {"dedup-horizon-s", CONFIG_INT,
+     offsetof(struct agg_options, dedup_horizon_s), "600", 10, 86400,
+     "how long sub-batch keys are remembered (seconds)"},
 };
 #define AGG_TABLE_SIZE (sizeof(agg_table) / sizeof(agg_table[0]))
 
@@ -71,6 +93,14 @@ struct aggregator {
     char agg_queue[BUS_NAME_MAX];
     char rpc_queue[BUS_NAME_MAX];
     char control_queue[BUS_NAME_MAX];
+    struct durable *durable;
+    struct dedup *dedup;           /* owned by durable */
+    uint64_t dedup_skipped;        /* sub-batches applied before */
+    int64_t dedup_expired_us;
+    uint64_t log_errors;
+    int64_t last_snapshot_us;      /* monotonic */
+    int no_fsync;
+    volatile int replaying;
     volatile int ready;
     pthread_mutex_t flush_lock;
     int64_t last_flush_us;
@@ -191,28 +221,86 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
     json_object_put(o);
 }
 
+/* Applies one logged bus message (durable_apply_fn): sub-batches already
+ * seen are skipped, the rest go into the store. Live, refusals go to
+ * tally.rejected and deletes are announced; replaying (no bus yet), the
+ * flusher writes the tombstones and refusals are only counted. */
 static void
-agg_on_events(struct aggregator *a, const struct bus_event *ev)
+agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
+          int replaying)
 {
+    struct aggregator *a = ctx;
     struct codec_message msg;
     struct store_notice *notices;
+    uint8_t *skip;
     size_t n;
     char err[CODEC_ERR_MAX];
 
-    if (codec_decode(ev->body, ev->len, &msg, err, sizeof(err)) != 0) {
-        char reason[CODEC_ERR_MAX + 32];
-
-        a->bad_messages++;
-        snprintf(reason, sizeof(reason), "bad bus message: %s", err);
-        log_warn("%s", reason);
-        agg_reject(a, ev->body, ev->len, "application/octet-stream", reason);
+    if (codec_decode(data, len, &msg, err, sizeof(err)) != 0) {
+        log_error("logged message does not decode: %s", err);
         return;
     }
-    n = store_apply(a->store, &msg, daemon_now_us(), &notices);
-    for (size_t i = 0; i < n; i++)
-        agg_notice(a, &notices[i]);
+    skip = xcalloc(msg.subbatch_count + 1, 1);
+    for (size_t b = 0; b < msg.subbatch_count; b++) {
+        const struct codec_subbatch *sb = &msg.subbatches[b];
+
+        skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key,
+                                      sb->created_us, applied_us);
+        a->dedup_skipped += skip[b];
+    }
+    n = store_apply(a->store, &msg, skip, applied_us, &notices);
+    for (size_t i = 0; i < n; i++) {
+        if (!replaying)
+            agg_notice(a, &notices[i]);
+        else if (notices[i].tombstone)
+            store_repair(a->store, notices[i].name, strlen(notices[i].name));
+    }
     store_notices_free(notices, n);
+    free(skip);
     codec_message_destroy(&msg);
+    if (applied_us - a->dedup_expired_us > AGG_DEDUP_EXPIRE_EVERY_US) {
+        dedup_expire(a->dedup, applied_us);
+        a->dedup_expired_us = applied_us;
+    }
+}
+
+/* A delivery of tally.agg.<i> kept until its record is durable. */
+struct agg_pending {
+    uint64_t tag;
+    uint8_t *data;
+    size_t len;
+};
+
+/* Logs the group of deliveries, syncs once, then applies and acks each.
+ * 0, or -1 when the log failed: nothing is acked (the broker delivers
+ * them again to the next connection) and the caller reconnects. */
+static int
+agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
+{
+    int64_t now = daemon_now_us();
+    char err[DURABLE_ERR_MAX];
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (durable_log(a->durable, pending[i].data, pending[i].len, now, err,
+                        sizeof(err)) != 0)
+            break;
+    daemon_crash_point("logged");
+    if (i < n || durable_sync(a->durable, err, sizeof(err)) != 0) {
+        log_error("write-ahead log: %s; nothing acked, reconnecting", err);
+        a->log_errors++;
+        return -1;
+    }
+    daemon_crash_point("synced");
+    for (i = 0; i < n; i++) {
+        agg_apply(a, pending[i].data, pending[i].len, now, 0);
+        daemon_crash_point("applied");
+        if (bus_ack(a->bus, pending[i].tag, err, sizeof(err)) != 0) {
+            log_error("bus: %s", err);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Answers one tally.rpc request. */
@@ -278,7 +366,35 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
         json_object_object_add(stats, "flush_errors", json_object_new_int64(
             (int64_t)a->flush_errors));
         pthread_mutex_unlock(&a->flush_lock);
-        json_object_object_add(reply, "durable", json_object_new_boolean(0));
+        {
+            struct durable_stats ds;
+            json_object *dd = json_object_new_object();
+
+            durable_stats(a->durable, &ds);
+            json_object_object_add(reply, "durable",
+                                   json_object_new_boolean(!a->no_fsync));
+            json_object_object_add(reply, "last_checkpoint",
+                json_object_new_double((double)ds.snapshot_us / 1e6));
+            json_object_object_add(dd, "wal_bytes",
+                                   json_object_new_int64((int64_t)ds.wal_bytes));
+            json_object_object_add(dd, "replayed_records", json_object_new_int64(
+                (int64_t)ds.replayed_records));
+            json_object_object_add(dd, "replay_ms", json_object_new_int64(
+                ds.replay_us / 1000));
+            json_object_object_add(dd, "snapshots",
+                                   json_object_new_int64((int64_t)ds.snapshots));
+            json_object_object_add(dd, "log_errors",
+                                   json_object_new_int64((int64_t)a->log_errors));
+            json_object_object_add(dd, "dedup_keys", json_object_new_int64(
+                (int64_t)dedup_count(a->dedup)));
+            json_object_object_add(dd, "dedup_memory_bytes",
+                json_object_new_int64((int64_t)dedup_memory(a->dedup)));
+            json_object_object_add(dd, "deduplicated_subbatches",
+                json_object_new_int64((int64_t)a->dedup_skipped));
+            json_object_object_add(dd, "stale_subbatches",
+                json_object_new_int64((int64_t)dedup_stale(a->dedup)));
+            json_object_object_add(reply, "durability", dd);
+        }
         json_object_object_add(stats, "events_applied", json_object_new_int64(
             (int64_t)st.events_applied));
         json_object_object_add(stats, "type_conflicts", json_object_new_int64(
@@ -348,36 +464,87 @@ agg_connect(struct aggregator *a, char *err, size_t errlen)
     return 0;
 }
 
-/* Consumes until the connection breaks or a stop is asked for. */
+/* Writes a snapshot when the interval passed or the log grew large. */
+static void
+agg_maybe_snapshot(struct aggregator *a)
+{
+    int64_t now = daemon_monotonic_us();
+    char err[DURABLE_ERR_MAX];
+
+    if (now - a->last_snapshot_us < a->opts.snapshot_interval_s * AGG_US_PER_S
+        && durable_log_since_snapshot(a->durable) < AGG_SNAPSHOT_LOG_BYTES)
+        return;
+    a->last_snapshot_us = now;
+    if (durable_snapshot(a->durable, a->store, err, sizeof(err)) != 0)
+        log_error("snapshot: %s", err);
+    else
+        log_debug("snapshot written");
+}
+
+/* Consumes until the connection breaks or a stop is asked for. Deliveries
+ * of the instance queue are gathered into groups: one log sync per group
+ * (group commit), then apply and ack. */
 static void
 agg_serve(struct aggregator *a)
 {
+    struct agg_pending *pending = xcalloc(AGG_GROUP_MAX, sizeof(*pending));
     char err[BUS_ERR_MAX];
 
     while (!daemon_stopping) {
-        struct bus_event ev;
         struct pollfd pfd = {bus_fd(a->bus), POLLIN, 0};
-        int rc;
+        size_t n = 0, bytes = 0;
+        int rc = 0, failed = 0;
 
         if (!bus_has_buffered(a->bus) && poll(&pfd, 1, AGG_POLL_MS) < 0)
             continue;
-        rc = bus_wait(a->bus, 0, &ev, err, sizeof(err));
-        if (rc < 0) {
+        while (n < AGG_GROUP_MAX && bytes < AGG_GROUP_BYTES) {
+            struct bus_event ev;
+            struct codec_message msg;
+            char why[CODEC_ERR_MAX];
+
+            rc = bus_wait(a->bus, 0, &ev, err, sizeof(err));
+            if (rc <= 0)
+                break;
+            if (ev.kind != BUS_EVENT_DELIVERY) {
+                bus_event_release(a->bus, &ev);
+                continue;
+            }
+            if (strcmp(ev.consumer_tag, a->agg_queue) != 0) {
+                if (strcmp(ev.consumer_tag, a->rpc_queue) == 0)
+                    agg_on_rpc(a, &ev);
+                bus_ack(a->bus, ev.delivery_tag, err, sizeof(err));
+            } else if (codec_decode(ev.body, ev.len, &msg, why,
+                                    sizeof(why)) != 0) {
+                char reason[CODEC_ERR_MAX + 32];
+
+                a->bad_messages++;
+                snprintf(reason, sizeof(reason), "bad bus message: %s", why);
+                log_warn("%s", reason);
+                agg_reject(a, ev.body, ev.len, "application/octet-stream",
+                           reason);
+                bus_ack(a->bus, ev.delivery_tag, err, sizeof(err));
+            } else {
+                codec_message_destroy(&msg);
+                pending[n].tag = ev.delivery_tag;
+                pending[n].data = xmalloc(ev.len);
+                memcpy(pending[n].data, ev.body, ev.len);
+                pending[n].len = ev.len;
+                bytes += ev.len;
+                n++;
+            }
+            bus_event_release(a->bus, &ev);
+        }
+        if (rc < 0)
             log_error("bus: %s", err);
-            return;
-        }
-        if (rc == 0)
-            continue;
-        if (ev.kind == BUS_EVENT_DELIVERY) {
-            if (strcmp(ev.consumer_tag, a->agg_queue) == 0)
-                agg_on_events(a, &ev);
-            else if (strcmp(ev.consumer_tag, a->rpc_queue) == 0)
-                agg_on_rpc(a, &ev);
-            if (bus_ack(a->bus, ev.delivery_tag, err, sizeof(err)) != 0)
-                log_error("bus: %s", err);
-        }
-        bus_event_release(a->bus, &ev);
+        else if (n > 0)
+            failed = agg_commit(a, pending, n) != 0;
+        for (size_t i = 0; i < n; i++)
+            free(pending[i].data);
+        if (rc < 0 || failed || bus_broken(a->bus))
+            break;
+        agg_maybe_snapshot(a);
     }
+    free(pending);
 }
 
 static int
@@ -387,7 +554,8 @@ agg_ready(void *ctx, char *why, size_t whylen)
 
     if (a->ready)
         return 1;
-    snprintf(why, whylen, "not connected to RabbitMQ");
+    snprintf(why, whylen, a->replaying ? "replaying the write-ahead log"
+                                       : "not connected to RabbitMQ");
     return 0;
 }
 
@@ -458,11 +626,38 @@ main(int argc, char **argv)
             goto out_store;
         }
     }
-    pthread_create(&flusher, NULL, agg_flusher, &a);
     log_info("instance %ld of %u, %zu slots, map version %" PRIu64,
              a.opts.instance, a.map->instances,
              slotmap_slots_owned(a.map, (uint32_t)a.opts.instance),
              a.map->version);
+    a.no_fsync = getenv(AGG_UNSAFE_NO_FSYNC_ENV) != NULL
+                 && strcmp(getenv(AGG_UNSAFE_NO_FSYNC_ENV), "1") == 0;
+    if (a.no_fsync)
+        log_warn("UNSAFE: %s=1, the write-ahead log is not fsynced; for "
+                 "tests and benchmarks only", AGG_UNSAFE_NO_FSYNC_ENV);
+    a.replaying = 1;
+    log_info("replaying %s", a.opts.data_dir);
+    a.durable = durable_open(a.opts.data_dir, a.store,
+                             a.opts.dedup_horizon_s * AGG_US_PER_S,
+                             a.no_fsync, agg_apply, &a, &a.dedup, err,
+                             sizeof(err));
+    if (a.durable == NULL) {
+        log_error("cannot open %s: %s", a.opts.data_dir, err);
+        goto out_http;
+    }
+    {
+        struct durable_stats ds;
+
+        durable_stats(a.durable, &ds);
+        log_info("replayed %" PRIu64 " records (%" PRIu64 " bytes) in %"
+                 PRId64 " ms; %zu metrics; %" PRIu64 " torn bytes cut off",
+                 ds.replayed_records, ds.replayed_bytes,
+                 ds.replay_us / 1000, store_count(a.store),
+                 ds.truncated_bytes);
+    }
+    a.replaying = 0;
+    a.last_snapshot_us = daemon_monotonic_us();
+    pthread_create(&flusher, NULL, agg_flusher, &a);
     while (!daemon_stopping) {
         if (agg_connect(&a, err, sizeof(err)) != 0) {
             log_warn("bus: %s (retrying in %ld ms)", err, backoff);
@@ -482,7 +677,11 @@ main(int argc, char **argv)
     log_info("stopping");
     pthread_join(flusher, NULL);
     agg_flush(&a);
+    if (durable_snapshot(a.durable, a.store, err, sizeof(err)) != 0)
+        log_error("final snapshot: %s", err);
+    durable_close(a.durable);
     status = 0;
+out_http:
     if (http != NULL)
         http_server_stop(http);
 out_store:

@@ -302,8 +302,8 @@ store_apply_data(struct store *s, struct store_entry *e,
 }
 
 size_t
-store_apply(struct store *s, const struct codec_message *msg, int64_t now_us,
-            struct store_notice **notices)
+store_apply(struct store *s, const struct codec_message *msg,
+            const uint8_t *skip, int64_t now_us, struct store_notice **notices)
 {
     struct store_notices n = {0};
 
@@ -311,6 +311,8 @@ store_apply(struct store *s, const struct codec_message *msg, int64_t now_us,
     for (size_t b = 0; b < msg->subbatch_count; b++) {
         const struct codec_subbatch *sb = &msg->subbatches[b];
 
+        if (skip != NULL && skip[b])
+            continue;
         for (size_t i = 0; i < sb->entry_count; i++) {
             const struct codec_entry *ce = &sb->entries[i];
             uint64_t hash;
@@ -621,6 +623,111 @@ store_count(struct store *s)
         n += s->all[i]->metric != NULL;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Snapshots                                                               */
+/* ---------------------------------------------------------------------- */
+
+#define STORE_SNAP_METRIC 0x01u
+#define STORE_SNAP_TOMBSTONE_PENDING 0x02u
+#define STORE_SNAP_FLAGS 0x03u
+
+void
+store_encode(struct store *s, struct buf_writer *out)
+{
+    struct buf_writer m;
+
+    buf_writer_create(&m, 256);
+    pthread_mutex_lock(&s->lock);
+    buf_put_varint(out, s->count);
+    for (size_t i = 0; i < s->count; i++) {
+        const struct store_entry *e = s->all[i];
+        uint8_t flags = (e->metric != NULL ? STORE_SNAP_METRIC : 0)
+                        | (e->tombstone_pending
+                               ? STORE_SNAP_TOMBSTONE_PENDING : 0);
+
+        buf_put_string(out, e->name, e->name_len);
+        buf_put_varint(out, e->generation);
+        buf_put_varint(out, e->sequence);
+        buf_put_svarint(out, e->deleted_us);
+        buf_put_svarint(out, e->updated_us);
+        buf_put_u8(out, flags);
+        if (e->metric != NULL) {
+            buf_writer_reset(&m);
+            metric_encode(e->metric, &m);
+            buf_put_string(out, m.data, m.len);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    buf_writer_destroy(&m);
+}
+
+int
+store_decode(struct store *s, struct buf_reader *in, char *err,
+             size_t errlen)
+{
+    uint64_t count;
+    int rc = -1;
+
+    pthread_mutex_lock(&s->lock);
+    if (buf_get_varint(in, &count) != 0 || count > buf_remaining(in)) {
+        snprintf(err, errlen, "snapshot: bad metric count");
+        goto out;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *name, *blob;
+        size_t name_len, blob_len;
+        uint64_t generation, sequence;
+        int64_t deleted_us, updated_us;
+        uint8_t flags;
+        struct store_entry *e;
+        uint64_t hash;
+
+        if (buf_get_string(in, &name, &name_len, EVENT_NAME_MAX) != 0
+            || !event_name_valid((const char *)name, name_len)
+            || buf_get_varint(in, &generation) != 0
+            || buf_get_varint(in, &sequence) != 0
+            || buf_get_svarint(in, &deleted_us) != 0
+            || buf_get_svarint(in, &updated_us) != 0
+            || buf_get_u8(in, &flags) != 0 || (flags & ~STORE_SNAP_FLAGS)) {
+            snprintf(err, errlen, "snapshot: metric %llu is malformed",
+                     (unsigned long long)i);
+            goto out;
+        }
+        hash = hash_fnv1a64(name, name_len);
+        if (store_find(s, (const char *)name, name_len, hash) != NULL) {
+            snprintf(err, errlen, "snapshot: metric %.*s twice",
+                     (int)name_len, (const char *)name);
+            goto out;
+        }
+        e = store_insert(s, (const char *)name, name_len, hash, updated_us);
+        e->generation = generation;
+        e->sequence = sequence;
+        e->deleted_us = deleted_us;
+        e->tombstone_pending = (flags & STORE_SNAP_TOMBSTONE_PENDING) != 0;
+        if (flags & STORE_SNAP_METRIC) {
+            struct buf_reader mr;
+
+            if (buf_get_string(in, &blob, &blob_len, CODEC_METRIC_MAX) != 0) {
+                snprintf(err, errlen, "snapshot: metric %.*s truncated",
+                         (int)name_len, (const char *)name);
+                goto out;
+            }
+            buf_reader_init(&mr, blob, blob_len);
+            e->metric = metric_decode(&mr, err, errlen);
+            if (e->metric == NULL || buf_remaining(&mr) != 0) {
+                snprintf(err, errlen, "snapshot: metric %.*s does not decode",
+                         (int)name_len, (const char *)name);
+                goto out;
+            }
+            e->repair = 1;
+        }
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 void

@@ -66,11 +66,13 @@ struct store_write {
 struct store *store_create(int64_t idle_expiry_s);
 void store_destroy(struct store *s);
 
-/* Applies every entry of MSG at NOW_US. Refused entries (type conflict,
+/* Applies every entry of MSG at NOW_US, but for the sub-batches whose
+ * SKIP flag is set (SKIP may be NULL). Refused entries (type conflict,
  * deleted generation) and applied tombstones are returned in *NOTICES (a
  * new array owned by the caller: store_notices_free) with their count. */
 size_t store_apply(struct store *s, const struct codec_message *msg,
-                   int64_t now_us, struct store_notice **notices);
+                   const uint8_t *skip, int64_t now_us,
+                   struct store_notice **notices);
 void store_notices_free(struct store_notice *n, size_t count);
 
 /* The values the flusher must write at NOW_US (a new array owned by the
@@ -95,6 +97,14 @@ json_object *store_list(struct store *s, const char *prefix,
  * tombstone) at the next flush. */
 void store_repair(struct store *s, const char *name, size_t len);
 size_t store_count(struct store *s);
+
+/* Appends every entry (live metrics and remembered deletes) to OUT, for a
+ * snapshot (schema/wal.md, "Snapshots"). */
+void store_encode(struct store *s, struct buf_writer *out);
+/* Loads what store_encode wrote into S, which must be empty. Every loaded
+ * metric is marked for a full cache rewrite. 0, or -1 with a reason. */
+int store_decode(struct store *s, struct buf_reader *in, char *err,
+                 size_t errlen);
 void store_stats(struct store *s, struct store_stats *out);
 
 #endif

@@ -353,10 +353,13 @@ class Daemon:
         self.log = os.path.join(workdir, 'log')
         self.proc = None
 
-    def start(self):
+    def start(self, env=None):
+        """Starts the daemon; ENV (a dict) adds environment variables."""
+        environ = dict(os.environ, **(env or {}))
         with open(self.log, 'ab') as out:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                env=environ,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def running(self):
@@ -519,13 +522,15 @@ class Cluster:
         """Clean stop: SIGTERM, must exit 0."""
         self.aggregators[i].stop()
 
-    def start_aggregator(self, i):
-        """(Re)starts aggregator I with the same flags, port and work dir;
-        waits for /readyz."""
+    def start_aggregator(self, i, env=None, wait=True):
+        """(Re)starts aggregator I with the same flags, port and work dir
+        (ENV adds environment variables); waits for /readyz unless WAIT is
+        false."""
         d = self.aggregators[i]
         assert not d.running(), '%s is still running' % d.name
-        d.start()
-        d.wait_ready()
+        d.start(env)
+        if wait:
+            d.wait_ready()
 
     def frontend_url(self, k=0):
         return 'http://127.0.0.1:%d' % self.frontends[k].port
