@@ -42,6 +42,7 @@
 #define AGG_DEDUP_EXPIRE_EVERY_US 1000000
 #define AGG_SNAPSHOT_LOG_BYTES (64ull * 1024 * 1024)
 #define AGG_US_PER_S 1000000LL
+#define AGG_LOG_RETRY_MS 1000
 #define AGG_UNSAFE_NO_FSYNC_ENV "TALLY_UNSAFE_NO_FSYNC"
 #define AGG_RPC_LIMIT_MAX 1000
 #define AGG_TAG_MAX 64
@@ -101,6 +102,8 @@ struct aggregator {
     int64_t last_snapshot_us;      /* monotonic */
     int no_fsync;
     volatile int replaying;
+    volatile int log_failing;      /* the last group could not be logged */
+    char log_failure[DURABLE_ERR_MAX];
     volatile int ready;
     pthread_mutex_t flush_lock;
     int64_t last_flush_us;
@@ -289,8 +292,11 @@ agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
     if (i < n || durable_sync(a->durable, err, sizeof(err)) != 0) {
         log_error("write-ahead log: %s; nothing acked, reconnecting", err);
         a->log_errors++;
+        snprintf(a->log_failure, sizeof(a->log_failure), "%s", err);
+        a->log_failing = 1;
         return -1;
     }
+    a->log_failing = 0;
     daemon_crash_point("synced");
     for (i = 0; i < n; i++) {
         agg_apply(a, pending[i].data, pending[i].len, now, 0);
@@ -554,8 +560,12 @@ agg_ready(void *ctx, char *why, size_t whylen)
 
     if (a->ready)
         return 1;
-    snprintf(why, whylen, a->replaying ? "replaying the write-ahead log"
-                                       : "not connected to RabbitMQ");
+    if (a->replaying)
+        snprintf(why, whylen, "replaying the write-ahead log");
+    else if (a->log_failing)
+        snprintf(why, whylen, "write-ahead log failing: %s", a->log_failure);
+    else
+        snprintf(why, whylen, "not connected to RabbitMQ");
     return 0;
 }
 
@@ -673,6 +683,8 @@ main(int argc, char **argv)
         a.ready = 0;
         bus_close(a.bus);
         a.bus = NULL;
+        if (a.log_failing)          /* e.g. a full disk: wait for room */
+            daemon_sleep_ms(AGG_LOG_RETRY_MS);
     }
     log_info("stopping");
     pthread_join(flusher, NULL);

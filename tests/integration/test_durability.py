@@ -22,10 +22,17 @@ KILL_EVERY = 15           # batches between two kills of aggregator 0
 SETTLE_S = 30
 
 
+NAMES_PER_QUERY = 100
+
+
 def counts(url, names):
-    r = rpc_result(url, 'metrics.query', {'names': names})['metrics']
-    return {n: (None if m is None else (m['count'], m['sum']))
-            for n, m in r.items()}
+    out = {}
+    for i in range(0, len(names), NAMES_PER_QUERY):
+        r = rpc_result(url, 'metrics.query',
+                       {'names': names[i:i + NAMES_PER_QUERY]})['metrics']
+        out.update({n: (None if m is None else (m['count'], m['sum']))
+                    for n, m in r.items()})
+    return out
 
 
 def status_of(url, instance):
@@ -166,3 +173,69 @@ def test_crash_during_snapshot(env):
     env.cluster.start_aggregator(0)
     env.servers.flush_memcached()
     assert counts(url, names) == expected, counts(url, names)
+
+
+TMPFS_SIZE_SMALL = '512k'
+TMPFS_SIZE_LARGE = '64m'
+FILL_CALLS_MAX = 300
+
+
+def test_disk_full(env):
+    # The aggregator's data directory on a tiny tmpfs: appends fail, nothing
+    # is acked, /readyz says why; once there is room again every event is
+    # applied exactly once and the log is intact.
+    import os
+    import shutil
+    import subprocess
+    from harness import request_raw
+    if os.geteuid() != 0:
+        print('    (skipped: mounting a tmpfs needs root)')
+        return
+    url = env.cluster.frontend_url(0)
+    agg = env.cluster.aggregators[0]
+    data = os.path.join(agg.workdir, 'aggregator-data')
+    env.cluster.stop_aggregator(0)
+    keep = data + '.keep'
+    os.rename(data, keep)
+    os.mkdir(data)
+    subprocess.check_call(['mount', '-t', 'tmpfs', '-o',
+                           'size=' + TMPFS_SIZE_SMALL, 'tmpfs', data])
+    try:
+        for f in os.listdir(keep):
+            shutil.copy2(os.path.join(keep, f), data)
+        env.cluster.start_aggregator(0)
+        names = owned_by(0, 'full', 400)
+        want = {n: 0 for n in names}
+        full = False
+        for call in range(FILL_CALLS_MAX):
+            events = [{'name': n, 'type': 'counter', 'value': 1}
+                      for n in names]
+            r = rpc_result(url, 'events.record', {'events': events})
+            assert r['accepted'] == len(names), r
+            for n in names:
+                want[n] += 1
+            status, _, body = request_raw(
+                'http://127.0.0.1:%d/readyz' % agg.port, 'GET')
+            if status == 503 and b'No space left on device' in body:
+                full = True
+                break
+        assert full, 'the log never ran out of room'
+        subprocess.check_call(['mount', '-o',
+                               'remount,size=' + TMPFS_SIZE_LARGE, data])
+        expected = {n: (c, float(c)) for n, c in want.items()}
+        eventually(lambda: (counts(url, names) == expected,
+                            counts(url, names)),
+                   SETTLE_S, 'every event applied once there is room')
+        d = status_of(url, 0)['durability']
+        assert d['log_errors'] >= 1, d
+        env.cluster.stop_aggregator(0)       # clean stop: final snapshot
+        env.cluster.start_aggregator(0)      # the log reopens intact
+        env.servers.flush_memcached()
+        assert counts(url, names) == expected
+    finally:
+        if env.cluster.aggregators[0].running():
+            env.cluster.stop_aggregator(0)
+        subprocess.call(['umount', data])
+        shutil.rmtree(data, ignore_errors=True)
+        os.rename(keep, data)
+        env.cluster.start_aggregator(0)
