@@ -22,6 +22,8 @@
 #define PUBLISHER_MESSAGE_TARGET (1024u * 1024u)   /* close a message here */
 #define PUBLISHER_TAG_MAX 24
 #define PUBLISHER_CONTENT_TYPE "application/x-tally-batch"
+#define PUBLISHER_QUEUE_BYTES_MAX (256u * 1024u * 1024u)
+#define PUBLISHER_US_PER_MS 1000
 
 struct publisher_item {
     struct publisher_item *next;
@@ -34,6 +36,7 @@ struct publisher_item {
     int mandatory;
     publisher_done_fn done;
     void *ctx;
+    int64_t deadline_us;           /* monotonic: fail if not confirmed */
 };
 
 /* One published, unconfirmed message. */
@@ -52,6 +55,8 @@ struct publisher {
     int wake_fd;
     pthread_mutex_t lock;          /* guards queue, connected, last_error */
     struct publisher_item *queue, **queue_tail;
+    size_t queued_bytes;           /* of the items in queue */
+    uint64_t republished;          /* items sent again after a drop */
     int connected;
     int stopping;
     char last_error[BUS_ERR_MAX];
@@ -153,6 +158,8 @@ publisher_submit(struct publisher *p, struct publisher_item *item)
     char reason[PUBLISHER_REASON_MAX];
 
     item->next = NULL;
+    item->deadline_us = daemon_monotonic_us()
+                        + (int64_t)p->confirm_timeout_ms * PUBLISHER_US_PER_MS;
     pthread_mutex_lock(&p->lock);
     if (!p->connected || p->stopping) {
         snprintf(reason, sizeof(reason), "RabbitMQ is unreachable: %s",
@@ -161,10 +168,28 @@ publisher_submit(struct publisher *p, struct publisher_item *item)
         publisher_finish(item, 0, reason);
         return;
     }
+    if (p->queued_bytes + item->len > PUBLISHER_QUEUE_BYTES_MAX) {
+        pthread_mutex_unlock(&p->lock);
+        publisher_finish(item, 0, "overloaded: the frontend's publish queue "
+                                  "is full; retry");
+        return;
+    }
+    p->queued_bytes += item->len;
     *p->queue_tail = item;
     p->queue_tail = &item->next;
     pthread_mutex_unlock(&p->lock);
     publisher_wake(p);
+}
+
+uint64_t
+publisher_republished(struct publisher *p)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&p->lock);
+    n = p->republished;
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 int
@@ -202,6 +227,7 @@ publisher_take_queue(struct publisher *p)
     items = p->queue;
     p->queue = NULL;
     p->queue_tail = &p->queue;
+    p->queued_bytes = 0;
     pthread_mutex_unlock(&p->lock);
     return items;
 }
@@ -236,22 +262,55 @@ fail:
     return -1;
 }
 
-/* Fails every unconfirmed message and drops the connection. */
+/* Drops the connection. The items of unconfirmed messages go back to the
+ * head of the queue, to be published again on the next connection (the
+ * aggregators drop what they already have by its sub-batch keys), unless
+ * their deadline has passed or the publisher is stopping: those fail. */
 static void
 publisher_drop(struct publisher *p, const char *reason)
 {
+    struct publisher_item *again = NULL, **tail = &again;
+    uint64_t republished = 0;
+    int64_t now = daemon_monotonic_us();
+    int stopping = publisher_stopping(p);
     char why[PUBLISHER_REASON_MAX];
 
     snprintf(why, sizeof(why), "RabbitMQ connection lost before confirm: %s",
              reason);
-    if (publisher_stopping(p))
+    if (stopping)
         log_info("publisher: %s", reason);
     else
         log_error("publisher: %s", reason);
     publisher_set_connected(p, 0, reason);
-    for (size_t i = 0; i < p->flight_count; i++)
-        publisher_finish_list(p->flights[i].items, 0, why);
+    for (size_t i = 0; i < p->flight_count; i++) {
+        struct publisher_item *it = p->flights[i].items;
+
+        while (it != NULL) {
+            struct publisher_item *next = it->next;
+
+            it->next = NULL;
+            if (stopping || now >= it->deadline_us) {
+                publisher_finish(it, 0, why);
+            } else {
+                *tail = it;
+                tail = &it->next;
+                republished++;
+            }
+            it = next;
+        }
+    }
     p->flight_count = 0;
+    pthread_mutex_lock(&p->lock);
+    p->republished += republished;
+    pthread_mutex_unlock(&p->lock);
+    if (again != NULL) {
+        pthread_mutex_lock(&p->lock);
+        *tail = p->queue;
+        if (p->queue == NULL)
+            p->queue_tail = tail;
+        p->queue = again;
+        pthread_mutex_unlock(&p->lock);
+    }
     bus_abandon(p->bus);     /* no graceful close on a failed stream */
     bus_close(p->bus);
     p->bus = NULL;

@@ -9,12 +9,16 @@
  *     basic.ack  (multiple) -> done(ok)
  *     basic.nack            -> done(fail, "overloaded")
  *     basic.return + ack    -> done(fail, "unroutable")
- *     connection lost / no confirm within the timeout -> done(fail)
+ *     connection lost -> the unconfirmed items are published again on the
+ *                        next connection while their deadline (submit +
+ *                        confirm timeout) lasts, else done(fail)
+ *     broker unreachable -> done(fail) at once
  *
- * A returned or nacked message is a failure, never a success. Before
- * publishing under a map, the thread declares every instance queue the
- * map names. Not yet: republishing unconfirmed messages after a reconnect
- * (the durability issue); today they fail and the client retries.
+ * A returned or nacked message is a failure, never a success. Publishing
+ * again is safe: each sub-batch keeps its key, and aggregators drop one
+ * they already applied. Before publishing under a map, the thread declares
+ * every instance queue the map names. The queue is bounded
+ * (PUBLISHER_QUEUE_BYTES_MAX): past it, submissions fail as overloaded.
  */
 #ifndef TALLY_PUBLISHER_H
 #define TALLY_PUBLISHER_H
@@ -47,6 +51,8 @@ void publisher_stop(struct publisher *p);
 void publisher_destroy(struct publisher *p);
 /* 1 when connected with the topology declared. */
 int publisher_ready(struct publisher *p);
+/* Items published again after a lost connection, since the start. */
+uint64_t publisher_republished(struct publisher *p);
 
 /* An item for INSTANCE's queue: a codec message of one sub-batch (DATA,
  * LEN bytes; ownership passes to the publisher). */

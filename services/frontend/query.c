@@ -438,6 +438,8 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
         publisher_ready(fe->publisher)));
     json_object_object_add(self, "inbox_ready", json_object_new_boolean(
         inbox_ready(fe->inbox)));
+    json_object_object_add(self, "republished", json_object_new_int64(
+        (int64_t)publisher_republished(fe->publisher)));
     json_object_object_add(result, "map_version",
                            json_object_new_int64((int64_t)fe->map->version));
     json_object_object_add(result, "instance_count",

@@ -239,3 +239,62 @@ def test_disk_full(env):
         shutil.rmtree(data, ignore_errors=True)
         os.rename(keep, data)
         env.cluster.start_aggregator(0)
+
+
+RECONNECT_ROUNDS = 5
+RECONNECT_PAUSE_S = 0.3
+
+
+def test_connections_closed_under_load(env):
+    # The broker closes every connection of the vhost several times while
+    # events stream in. Frontends publish unconfirmed messages again on a
+    # new connection, aggregators get redeliveries. Each call records 100
+    # events to a metric of its own, so a double count shows: an accepted
+    # call counts exactly 100, a failed one 100 or nothing (a failed call
+    # may have been applied: that is what client batch ids are for).
+    import threading
+    from harness import rpc
+    url = env.cluster.frontend_url(0)
+    outcome = {}                  # metric name -> accepted?
+    stop = threading.Event()
+
+    def send():
+        call = 0
+        while not stop.is_set():
+            name = 'reconnect.%d' % call
+            call += 1
+            events = [{'name': name, 'type': 'counter', 'value': 1}] * 100
+            try:
+                ok = 'result' in rpc(url, 'events.record', {'events': events})
+            except (OSError, AssertionError):
+                ok = False
+            outcome[name] = ok
+
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        for _ in range(RECONNECT_ROUNDS):
+            time.sleep(RECONNECT_PAUSE_S)
+            env.servers.rabbitmqctl('close_all_connections', '-p', env.vhost,
+                                    'test: connection closed on purpose')
+        time.sleep(RECONNECT_PAUSE_S)
+    finally:
+        stop.set()
+        t.join()
+    names = sorted(outcome)
+
+    def exact():
+        got = counts(url, names)
+        bad = {n: got[n] for n in names
+               if got[n] != (100, 100.0)
+               and (outcome[n] or got[n] is not None)}
+        return not bad, bad
+
+    eventually(exact, SETTLE_S, 'each accepted call counted exactly once')
+    time.sleep(1)
+    ok, bad = exact()
+    assert ok, bad
+    st = rpc_result(url, 'cluster.status')
+    print('    %d calls, %d failed, %d items republished' % (
+        len(names), sum(1 for n in names if not outcome[n]),
+        st['frontend']['republished']))
