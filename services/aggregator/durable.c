@@ -6,8 +6,9 @@
  *   "TLYS", version u8 (1), 3 reserved zero bytes,
  *   log position: segment u64 LE, offset u64 LE (the snapshot holds every
  *   record before it), created_us svarint,
- *   store bytes (varint length + store_encode), dedup bytes (varint length
- *   + dedup_encode), CRC-32C u32 LE of everything before it.
+ *   store bytes (varint length + store_encode), sub-batch keys and client
+ *   batch keys (each varint length + dedup_encode), pending forwards
+ *   (varint length + forward_encode), CRC-32C u32 LE of everything before.
  */
 #include "durable.h"
 
@@ -41,6 +42,8 @@ struct durable {
     char *dir;
     struct wal *wal;
     struct dedup *dedup;
+    struct dedup *batches;
+    struct forward *forward;
     int no_fsync;
     durable_apply_fn apply;
     void *ctx;
@@ -161,7 +164,23 @@ durable_load_snapshot(struct durable *d, struct store *store,
     }
     buf_reader_init(&part, bytes, n);
     d->dedup = dedup_decode(&part, horizon_us, err, errlen);
-    if (d->dedup == NULL || buf_remaining(&in) != 0)
+    if (d->dedup == NULL)
+        goto out;
+    if (buf_get_string(&in, &bytes, &n, SIZE_MAX) != 0) {
+        durable_fail(err, errlen, path, "truncated batch key set");
+        goto out;
+    }
+    buf_reader_init(&part, bytes, n);
+    d->batches = dedup_decode(&part, horizon_us, err, errlen);
+    if (d->batches == NULL)
+        goto out;
+    if (buf_get_string(&in, &bytes, &n, SIZE_MAX) != 0) {
+        durable_fail(err, errlen, path, "truncated forwards");
+        goto out;
+    }
+    buf_reader_init(&part, bytes, n);
+    if (forward_decode(d->forward, &part, err, errlen) != 0
+        || buf_remaining(&in) != 0)
         goto out;
     d->stats.snapshot_us = created_us;
     rc = 0;
@@ -212,6 +231,13 @@ durable_snapshot(struct durable *d, struct store *store, char *err,
     buf_writer_reset(&part);
     dedup_expire(d->dedup, now);
     dedup_encode(d->dedup, &part);
+    buf_put_string(&out, part.data, part.len);
+    buf_writer_reset(&part);
+    dedup_expire(d->batches, now);
+    dedup_encode(d->batches, &part);
+    buf_put_string(&out, part.data, part.len);
+    buf_writer_reset(&part);
+    forward_encode(d->forward, &part);
     buf_put_string(&out, part.data, part.len);
     crc = crc32c(0, out.data, out.len);
     buf_put_u32(&out, crc);
@@ -289,9 +315,10 @@ durable_replay(void *ctx, const uint8_t *data, size_t len,
 }
 
 struct durable *
-durable_open(const char *dir, struct store *store, int64_t dedup_horizon_us,
-             int no_fsync, durable_apply_fn apply, void *ctx,
-             struct dedup **dedup, char *err, size_t errlen)
+durable_open(const char *dir, struct store *store, struct forward *forward,
+             int64_t dedup_horizon_us, int no_fsync, durable_apply_fn apply,
+             void *ctx, struct dedup **dedup, struct dedup **batches,
+             char *err, size_t errlen)
 {
     struct durable *d = xcalloc(1, sizeof(*d));
     struct wal_position from = {0, 0};
@@ -302,6 +329,7 @@ durable_open(const char *dir, struct store *store, int64_t dedup_horizon_us,
 
     d->dir = xstrndup(dir, strlen(dir));
     d->no_fsync = no_fsync;
+    d->forward = forward;
     d->apply = apply;
     d->ctx = ctx;
     if (mkdir(dir, DURABLE_DIR_MODE) != 0 && errno != EEXIST) {
@@ -311,9 +339,12 @@ durable_open(const char *dir, struct store *store, int64_t dedup_horizon_us,
     if (durable_load_snapshot(d, store, dedup_horizon_us, &from, &found, err,
                               errlen) != 0)
         goto fail;
-    if (!found)
+    if (!found) {
         d->dedup = dedup_create(dedup_horizon_us);
+        d->batches = dedup_create(dedup_horizon_us);
+    }
     *dedup = d->dedup;
+    *batches = d->batches;
     options.no_fsync = no_fsync;
     d->wal = wal_open(dir, found ? &from : NULL, &options, durable_replay, d,
                       &ws, err, errlen);
@@ -328,8 +359,11 @@ durable_open(const char *dir, struct store *store, int64_t dedup_horizon_us,
 
 fail:
     *dedup = NULL;
+    *batches = NULL;
     if (d->dedup != NULL)
         dedup_destroy(d->dedup);
+    if (d->batches != NULL)
+        dedup_destroy(d->batches);
     free(d->dir);
     free(d);
     return NULL;
@@ -342,6 +376,7 @@ durable_close(struct durable *d)
         return;
     wal_close(d->wal);
     dedup_destroy(d->dedup);
+    dedup_destroy(d->batches);
     free(d->dir);
     free(d);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "dedup.h"
+#include "forward.h"
 #include "store.h"
 #include "wal.h"
 
@@ -44,15 +45,19 @@ struct durable_stats {
 
 struct durable;
 
-/* Opens DIR (created if missing): loads the snapshot into STORE (empty)
- * and DEDUP's contents, then replays the log through APPLY. NO_FSYNC is
- * the unsafe test mode. Returns a new durable owned by the caller, or NULL
- * with a reason (e.g. a corrupt log or snapshot). *DEDUP receives the
- * dedup set (owned by the durable). */
+/* Opens DIR (created if missing): loads the snapshot into STORE (empty),
+ * FORWARD (empty; borrowed for the durable's life) and the two key sets,
+ * then replays the log through APPLY. NO_FSYNC is the unsafe test mode.
+ * Returns a new durable owned by the caller, or NULL with a reason (e.g. a
+ * corrupt log or snapshot). *DEDUP (sub-batch keys) and *BATCHES (client
+ * batch keys) receive the sets, owned by the durable, before the replay
+ * starts. */
 struct durable *durable_open(const char *dir, struct store *store,
+                             struct forward *forward,
                              int64_t dedup_horizon_us, int no_fsync,
                              durable_apply_fn apply, void *ctx,
-                             struct dedup **dedup, char *err, size_t errlen);
+                             struct dedup **dedup, struct dedup **batches,
+                             char *err, size_t errlen);
 void durable_close(struct durable *d);
 
 /* Appends the record of one message; 0 or -1 (nothing of it is logged). */
@@ -60,7 +65,8 @@ int durable_log(struct durable *d, const void *message, size_t len,
                 int64_t applied_us, char *err, size_t errlen);
 /* Makes every logged record durable; 0 or -1. */
 int durable_sync(struct durable *d, char *err, size_t errlen);
-/* Writes a snapshot of STORE and the dedup set, then trims the log. */
+/* Writes a snapshot of STORE, the key sets and the pending forwards, then
+ * trims the log. */
 int durable_snapshot(struct durable *d, struct store *store, char *err,
                      size_t errlen);
 /* Bytes logged since the last snapshot. */

@@ -30,7 +30,10 @@
 #include "daemon.h"
 #include "dedup.h"
 #include "durable.h"
+#include "forward.h"
+#include "hash.h"
 #include "http.h"
+#include "publisher.h"
 #include "log.h"
 #include "slotmap.h"
 #include "store.h"
@@ -97,6 +100,11 @@ struct aggregator {
     struct durable *durable;
     struct dedup *dedup;           /* owned by durable */
     uint64_t dedup_skipped;        /* sub-batches applied before */
+    struct dedup *batches;         /* client batch keys; owned by durable */
+    uint64_t batches_skipped;      /* client batches applied before */
+    uint64_t forwarded;            /* forward sub-batches made */
+    struct publisher *forwarder;
+    struct forward *forward;
     int64_t dedup_expired_us;
     uint64_t log_errors;
     int64_t last_snapshot_us;      /* monotonic */
@@ -224,6 +232,79 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
     json_object_put(o);
 }
 
+/* The envelope SB of a client batch (schema/dedup.md): its entries for
+ * slots this instance does not own are marked in SKIP_ENTRY and sent on,
+ * one sub-batch per owner, with a key derived from the batch key and the
+ * owner, so a forward sent twice is applied once. */
+static void
+agg_forward(struct aggregator *a, const struct codec_message *msg,
+            const struct codec_subbatch *sb, uint8_t *skip_entry)
+{
+    uint32_t self = (uint32_t)a->opts.instance;
+
+    for (uint32_t target = 0; target < a->map->instances; target++) {
+        struct codec_subbatch fwd;
+        struct codec_encoder enc;
+        struct buf_writer out;
+        struct hash128 h;
+        uint8_t seed[CODEC_KEY_SIZE + sizeof(uint32_t)];
+        size_t put = 0, len;
+        char origin[AGG_TAG_MAX];
+
+        if (target == self)
+            continue;
+        memset(&fwd, 0, sizeof(fwd));
+        memcpy(seed, sb->batch_key, CODEC_KEY_SIZE);
+        for (size_t i = 0; i < sizeof(uint32_t); i++)
+            seed[CODEC_KEY_SIZE + i] = (uint8_t)(target >> (8 * i));
+        h = hash_128(seed, sizeof(seed));
+        for (int i = 0; i < 8; i++) {
+            fwd.dedup_key[i] = (uint8_t)(h.hi >> (56 - 8 * i));
+            fwd.dedup_key[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
+        }
+        fwd.flags = CODEC_SB_FORWARDED | CODEC_SB_HAS_BATCH_KEY;
+        memcpy(fwd.batch_key, sb->batch_key, CODEC_KEY_SIZE);
+        snprintf(origin, sizeof(origin), "agg-%u", self);
+        fwd.origin = origin;
+        fwd.origin_len = strlen(origin);
+        fwd.map_version = a->map->version;
+        fwd.hop_count = (uint8_t)(sb->hop_count + 1);
+        fwd.created_us = sb->created_us;
+        buf_writer_create(&out, 1024);
+        codec_message_begin(&enc, &out);
+        if (fwd.hop_count > CODEC_HOP_MAX
+            || codec_subbatch_begin(&enc, &fwd) != 0) {
+            buf_writer_destroy(&out);
+            log_error("cannot forward a batch: %s", fwd.hop_count
+                      > CODEC_HOP_MAX ? "hop limit reached" : enc.err);
+            return;
+        }
+        for (size_t i = 0; i < sb->entry_count; i++) {
+            const struct codec_entry *e = &sb->entries[i];
+
+            if (e->kind == CODEC_ENTRY_DEDUP_KEYS
+                || slotmap_owner(a->map, e->slot) != target)
+                continue;
+            skip_entry[e - msg->entries] = 1;
+            if (codec_put_entry(&enc, e) == 0)
+                put++;
+            else
+                log_error("cannot forward an entry: %s", enc.err);
+        }
+        if (put == 0 || codec_subbatch_end(&enc) != 0
+            || codec_message_end(&enc) != 0) {
+            buf_writer_destroy(&out);
+            continue;
+        }
+        {
+            uint8_t *data = buf_writer_release(&out, &len);
+
+            forward_add(a->forward, target, data, len);
+        }
+        a->forwarded++;
+    }
+}
+
 /* Applies one logged bus message (durable_apply_fn): sub-batches already
  * seen are skipped, the rest go into the store. Live, refusals go to
  * tally.rejected and deletes are announced; replaying (no bus yet), the
@@ -235,7 +316,7 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     struct aggregator *a = ctx;
     struct codec_message msg;
     struct store_notice *notices;
-    uint8_t *skip;
+    uint8_t *skip, *skip_entry;
     size_t n;
     char err[CODEC_ERR_MAX];
 
@@ -244,14 +325,24 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
         return;
     }
     skip = xcalloc(msg.subbatch_count + 1, 1);
+    skip_entry = xcalloc(msg.entry_count + 1, 1);
     for (size_t b = 0; b < msg.subbatch_count; b++) {
         const struct codec_subbatch *sb = &msg.subbatches[b];
 
         skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key,
                                       sb->created_us, applied_us);
         a->dedup_skipped += skip[b];
+        if (skip[b] || !(sb->flags & CODEC_SB_ENVELOPE))
+            continue;
+        if (dedup_seen(a->batches, sb->batch_key, sb->created_us,
+                       applied_us)) {
+            skip[b] = 1;
+            a->batches_skipped++;
+            continue;
+        }
+        agg_forward(a, &msg, sb, skip_entry);
     }
-    n = store_apply(a->store, &msg, skip, applied_us, &notices);
+    n = store_apply(a->store, &msg, skip, skip_entry, applied_us, &notices);
     for (size_t i = 0; i < n; i++) {
         if (!replaying)
             agg_notice(a, &notices[i]);
@@ -260,6 +351,7 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     }
     store_notices_free(notices, n);
     free(skip);
+    free(skip_entry);
     codec_message_destroy(&msg);
     if (applied_us - a->dedup_expired_us > AGG_DEDUP_EXPIRE_EVERY_US) {
         dedup_expire(a->dedup, applied_us);
@@ -399,6 +491,14 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
                 json_object_new_int64((int64_t)a->dedup_skipped));
             json_object_object_add(dd, "stale_subbatches",
                 json_object_new_int64((int64_t)dedup_stale(a->dedup)));
+            json_object_object_add(dd, "batch_keys", json_object_new_int64(
+                (int64_t)dedup_count(a->batches)));
+            json_object_object_add(dd, "deduplicated_client_batches",
+                json_object_new_int64((int64_t)a->batches_skipped));
+            json_object_object_add(dd, "forwarded_subbatches",
+                json_object_new_int64((int64_t)a->forwarded));
+            json_object_object_add(dd, "forwards_pending",
+                json_object_new_int64((int64_t)forward_pending(a->forward)));
             json_object_object_add(reply, "durability", dd);
         }
         json_object_object_add(stats, "events_applied", json_object_new_int64(
@@ -548,6 +648,7 @@ agg_serve(struct aggregator *a)
             free(pending[i].data);
         if (rc < 0 || failed || bus_broken(a->bus))
             break;
+        forward_poll(a->forward);
         agg_maybe_snapshot(a);
     }
     free(pending);
@@ -647,10 +748,15 @@ main(int argc, char **argv)
                  "tests and benchmarks only", AGG_UNSAFE_NO_FSYNC_ENV);
     a.replaying = 1;
     log_info("replaying %s", a.opts.data_dir);
-    a.durable = durable_open(a.opts.data_dir, a.store,
+    snprintf(tag, sizeof(tag), "tally-aggregator %ld forwarder",
+             a.opts.instance);
+    a.forwarder = publisher_create(&a.bus_config, a.map,
+                                   DAEMON_BUS_TIMEOUT_MS, tag);
+    a.forward = forward_create(a.forwarder);
+    a.durable = durable_open(a.opts.data_dir, a.store, a.forward,
                              a.opts.dedup_horizon_s * AGG_US_PER_S,
-                             a.no_fsync, agg_apply, &a, &a.dedup, err,
-                             sizeof(err));
+                             a.no_fsync, agg_apply, &a, &a.dedup,
+                             &a.batches, err, sizeof(err));
     if (a.durable == NULL) {
         log_error("cannot open %s: %s", a.opts.data_dir, err);
         goto out_http;
@@ -689,6 +795,7 @@ main(int argc, char **argv)
     log_info("stopping");
     pthread_join(flusher, NULL);
     agg_flush(&a);
+    publisher_stop(a.forwarder);        /* unconfirmed forwards stay pending */
     if (durable_snapshot(a.durable, a.store, err, sizeof(err)) != 0)
         log_error("final snapshot: %s", err);
     durable_close(a.durable);
@@ -700,6 +807,8 @@ out_store:
     pthread_mutex_destroy(&a.flush_lock);
     store_destroy(a.store);
 out:
+    publisher_destroy(a.forwarder);
+    forward_destroy(a.forward);
     if (a.cache != NULL)
         cache_destroy(a.cache);
     slotmap_destroy(a.map);

@@ -303,7 +303,8 @@ store_apply_data(struct store *s, struct store_entry *e,
 
 size_t
 store_apply(struct store *s, const struct codec_message *msg,
-            const uint8_t *skip, int64_t now_us, struct store_notice **notices)
+            const uint8_t *skip, const uint8_t *skip_entry, int64_t now_us,
+            struct store_notice **notices)
 {
     struct store_notices n = {0};
 
@@ -319,6 +320,8 @@ store_apply(struct store *s, const struct codec_message *msg,
             struct store_entry *e;
             char reason[STORE_REASON_MAX];
 
+            if (skip_entry != NULL && skip_entry[ce - msg->entries])
+                continue;
             if (ce->kind != CODEC_ENTRY_EVENT
                 && ce->kind != CODEC_ENTRY_PARTIAL
                 && ce->kind != CODEC_ENTRY_TOMBSTONE)

@@ -67,12 +67,13 @@ struct store *store_create(int64_t idle_expiry_s);
 void store_destroy(struct store *s);
 
 /* Applies every entry of MSG at NOW_US, but for the sub-batches whose
- * SKIP flag is set (SKIP may be NULL). Refused entries (type conflict,
+ * SKIP flag is set and the entries (indexed as in MSG->entries) whose
+ * SKIP_ENTRY flag is set (either may be NULL). Refused entries (type conflict,
  * deleted generation) and applied tombstones are returned in *NOTICES (a
  * new array owned by the caller: store_notices_free) with their count. */
 size_t store_apply(struct store *s, const struct codec_message *msg,
-                   const uint8_t *skip, int64_t now_us,
-                   struct store_notice **notices);
+                   const uint8_t *skip, const uint8_t *skip_entry,
+                   int64_t now_us, struct store_notice **notices);
 void store_notices_free(struct store_notice *n, size_t count);
 
 /* The values the flusher must write at NOW_US (a new array owned by the

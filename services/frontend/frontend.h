@@ -155,8 +155,14 @@ struct record {
     size_t part_count;
     int failed;                    /* could not encode: nothing to send */
     char reason[FRONTEND_REASON_MAX];
+    int has_batch_key;             /* send one envelope (schema/dedup.md) */
+    uint8_t batch_key[16];
 };
 void record_init(struct record *r, struct frontend *fe);
+/* Makes R one envelope with the batch key hash_128(KIND ":" ID): KIND is
+ * "batch:" + scope for events.record, "ingest" for ingest message ids. */
+void record_set_batch(struct record *r, const char *kind, const char *id,
+                      size_t len);
 /* Validates the events of EVENTS (a JSON array, borrowed), rejects bad
  * ones into R->rejected (by index), folds the rest into partial states and
  * encodes one part per owning instance. No I/O but the metadata lookups.

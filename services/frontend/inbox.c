@@ -38,6 +38,7 @@
 #define INBOX_REASON_MAX 400
 #define INBOX_US_PER_MS 1000
 #define INBOX_JSON "application/json"
+#define INBOX_INGEST_KIND "ingest"
 #define INBOX_RETRY_MAX_MS 4000     /* backoff of an ingest part's retries */
 
 struct inbox_waiter {
@@ -374,6 +375,9 @@ inbox_on_ingest(struct inbox *in, const struct bus_event *ev)
         struct record r;
 
         record_init(&r, fe);
+        if (ev->message_id[0] != '\0')
+            record_set_batch(&r, INBOX_INGEST_KIND, ev->message_id,
+                             strlen(ev->message_id));
         record_events(&r, events);
         if (r.failed) {
             why = "events could not be encoded";

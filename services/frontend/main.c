@@ -257,7 +257,8 @@ main(int argc, char **argv)
     daemon_bus_config(&fe.opts.common, &fe.bus_config);
     fe.meta = meta_create(fe.opts.meta_ttl_ms);
     fe.publisher = publisher_create(&fe.bus_config, fe.map,
-                                    (int)fe.opts.confirm_timeout_ms);
+                                    (int)fe.opts.confirm_timeout_ms,
+                                    "tally-frontend publisher");
     fe.inbox = inbox_create(&fe);
     hc.address = fe.opts.common.http_address;
     hc.port = (int)fe.opts.http_port;

@@ -24,6 +24,9 @@
 #include "xalloc.h"
 
 #define RECORD_MESSAGE_MAX 160
+/* Client batch ids are scoped per token once tokens exist; today the
+ * scope is empty and ids must be globally unique (schema/dedup.md). */
+#define RECORD_BATCH_KIND "batch:"
 
 /* One metric named in the request. */
 struct record_name {
@@ -187,7 +190,8 @@ record_name_for(struct record *r, struct record_table *t,
     return (long)(t->name_count - 1);
 }
 
-/* Encodes the folds of INSTANCE as one message of one sub-batch. */
+/* Encodes the folds of INSTANCE as one message of one sub-batch; with a
+ * batch key, every fold as one envelope (schema/dedup.md). */
 static uint8_t *
 record_encode(struct record *r, struct record_table *t, uint32_t instance,
               int64_t now_us, size_t *len)
@@ -205,6 +209,10 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
     sb.origin_len = strlen(fe->origin);
     sb.map_version = fe->map->version;
     sb.created_us = now_us;
+    if (r->has_batch_key) {
+        sb.flags = CODEC_SB_HAS_BATCH_KEY | CODEC_SB_ENVELOPE;
+        memcpy(sb.batch_key, r->batch_key, CODEC_KEY_SIZE);
+    }
     buf_writer_create(&out, 1024);
     buf_writer_create(&state, 256);
     codec_message_begin(&enc, &out);
@@ -213,7 +221,7 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
         const struct record_fold *f = &t->folds[i];
         const struct record_name *n = &t->names[f->name];
 
-        if (slotmap_owner(fe->map, n->slot) != instance)
+        if (!r->has_batch_key && slotmap_owner(fe->map, n->slot) != instance)
             continue;
         buf_writer_reset(&state);
         state_ops_for(n->type)->encode(f->state, &state);
@@ -239,6 +247,26 @@ record_init(struct record *r, struct frontend *fe)
     memset(r, 0, sizeof(*r));
     r->fe = fe;
     r->rejected = json_object_new_array();
+}
+
+void
+record_set_batch(struct record *r, const char *kind, const char *id,
+                 size_t len)
+{
+    struct buf_writer text;
+    struct hash128 h;
+
+    buf_writer_create(&text, len + 16);
+    buf_put_bytes(&text, kind, strlen(kind));
+    buf_put_bytes(&text, ":", 1);
+    buf_put_bytes(&text, id, len);
+    h = hash_128(text.data, text.len);
+    buf_writer_destroy(&text);
+    for (int i = 0; i < 8; i++) {
+        r->batch_key[i] = (uint8_t)(h.hi >> (56 - 8 * i));
+        r->batch_key[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
+    }
+    r->has_batch_key = 1;
 }
 
 void
@@ -289,8 +317,13 @@ record_events(struct record *r, json_object *events)
         r->accepted++;
     }
     owners = xcalloc(fe->map->instances, 1);
-    for (size_t i = 0; i < t.fold_count; i++)
-        owners[slotmap_owner(fe->map, t.names[t.folds[i].name].slot)] = 1;
+    if (r->has_batch_key && t.fold_count > 0)   /* one envelope */
+        owners[slotmap_owner(fe->map, slotmap_slot((const char *)r->batch_key,
+                                                   CODEC_KEY_SIZE))] = 1;
+    else
+        for (size_t i = 0; i < t.fold_count; i++)
+            owners[slotmap_owner(fe->map,
+                                 t.names[t.folds[i].name].slot)] = 1;
     r->parts = xcalloc(fe->map->instances, sizeof(*r->parts));
     for (uint32_t i = 0; i < fe->map->instances && !r->failed; i++) {
         struct record_part *part = &r->parts[r->part_count];
@@ -364,7 +397,7 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
 {
     struct exchange *x = ctx;
     struct frontend *fe = x->fe;
-    json_object *params = jsonrpc_call_params(call), *events, *batch;
+    json_object *params = jsonrpc_call_params(call), *events, *batch = NULL;
     struct record_call *rc;
     char reason[FRONTEND_REASON_MAX];
     size_t n;
@@ -406,6 +439,10 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
     rc->call = call;
     pthread_mutex_init(&rc->lock, NULL);
     record_init(&rc->record, fe);
+    if (batch != NULL && json_object_is_type(batch, json_type_string))
+        record_set_batch(&rc->record, RECORD_BATCH_KIND,
+                         json_object_get_string(batch),
+                         (size_t)json_object_get_string_len(batch));
     record_events(&rc->record, events);
     if (rc->record.failed) {
         rc->failed = 1;

@@ -157,7 +157,8 @@ def test_owner_sees_type_conflict(env):
 
 
 def test_full_queue_retries_only_what_failed(env):
-    # One ingest message touches both instances while instance 1's queue
+    # One ingest message (without a message_id, so it travels as one part
+    # per instance) touches both instances while instance 1's queue
     # refuses everything (max-length 0, reject-publish): the frontend keeps
     # the delivery, publishes again only the part that failed, and counts
     # each event once when the queue takes messages again.
@@ -171,8 +172,7 @@ def test_full_queue_retries_only_what_failed(env):
         time.sleep(1)
         body = {'events': [{'name': a, 'type': 'counter', 'value': 1},
                            {'name': b, 'type': 'counter', 'value': 1}]}
-        publish_ingest(env.servers, env.vhost, json.dumps(body).encode(),
-                       message_id='full-1')
+        publish_ingest(env.servers, env.vhost, json.dumps(body).encode())
         eventually(lambda: (count_of(url, a) == 1, count_of(url, a)), WAIT_S,
                    'the part for instance 0')
         time.sleep(2)       # several retries of the refused part
@@ -226,3 +226,35 @@ def test_bad_control_message_is_ignored(env):
     for k in range(2):
         status = rpc_result(env.cluster.frontend_url(k), 'cluster.status')
         assert status['unreachable'] == [], status
+
+
+def test_client_batch_retries_count_once(env):
+    # A client retries a call with the same batch id, at the same frontend
+    # and at another one; an ingest message is published twice with one
+    # message_id. Each counts once, and the owners say so.
+    a, b = env.cluster.frontend_url(0), env.cluster.frontend_url(1)
+    names = [name_owned_by(0, 'cluster.batch'), name_owned_by(1,
+                                                             'cluster.batch')]
+    events = [{'name': n, 'type': 'counter', 'value': 3} for n in names] * 2
+    for url in (a, a, b):
+        r = rpc_result(url, 'events.record',
+                       {'events': events, 'batch': 'retry-0001'})
+        assert r == {'accepted': 4, 'rejected': []}, r
+    ingest = [n + '.ingest' for n in names]
+    body = json.dumps({'events': [{'name': n, 'type': 'counter', 'value': 1}
+                                  for n in ingest]}).encode()
+    for _ in range(2):
+        publish_ingest(env.servers, env.vhost, body, message_id='once-0001')
+    for n in names:
+        eventually(lambda: (count_of(a, n) == 2, count_of(a, n)), WAIT_S,
+                   'the batch counted once')
+    for n in ingest:
+        eventually(lambda: (count_of(b, n) == 1, count_of(b, n)), WAIT_S,
+                   'the ingest message counted once')
+    time.sleep(0.5)
+    assert [count_of(a, n) for n in names] == [2, 2]
+    assert [count_of(b, n) for n in ingest] == [1, 1]
+    st = rpc_result(a, 'cluster.status')
+    skipped = sum(i['durability']['deduplicated_client_batches']
+                  for i in st['instances'])
+    assert skipped == 3, st          # two retries and one ingest copy

@@ -298,3 +298,33 @@ def test_connections_closed_under_load(env):
     print('    %d calls, %d failed, %d items republished' % (
         len(names), sum(1 for n in names if not outcome[n]),
         st['frontend']['republished']))
+
+
+def test_batch_survives_a_crash_of_its_owner(env):
+    # A client batch touching both instances; aggregator 0 dies right after
+    # applying the first message it gets (the envelope if it is the batch
+    # owner, else the forward). After a restart, and after the client
+    # retries the call, each event counts once.
+    url = env.cluster.frontend_url(0)
+    names = owned_by(0, 'crash.batch', 2) + owned_by(1, 'crash.batch', 2)
+    events = [{'name': n, 'type': 'counter', 'value': 5} for n in names]
+    agg = env.cluster.aggregators[0]
+    env.cluster.stop_aggregator(0)
+    env.cluster.start_aggregator(0, env={'TALLY_CRASH_AT': 'applied:1'})
+    r = rpc_result(url, 'events.record', {'events': events,
+                                          'batch': 'crash-batch-1'})
+    assert r == {'accepted': 4, 'rejected': []}, r
+    deadline = time.monotonic() + DIE_WAIT_S
+    while agg.running():
+        assert time.monotonic() < deadline, 'aggregator 0 did not crash'
+        time.sleep(0.05)
+    agg.proc = None
+    env.cluster.start_aggregator(0)
+    r = rpc_result(url, 'events.record', {'events': events,
+                                          'batch': 'crash-batch-1'})
+    assert r == {'accepted': 4, 'rejected': []}, r
+    expected = {n: (1, 5.0) for n in names}
+    eventually(lambda: (counts(url, names) == expected, counts(url, names)),
+               SETTLE_S, 'the batch counted once')
+    time.sleep(1.5)           # forwards sent again after the crash land
+    assert counts(url, names) == expected, counts(url, names)

@@ -49,6 +49,7 @@ struct publisher_flight {
 
 struct publisher {
     const struct bus_config *config;
+    char name[BUS_NAME_MAX];       /* shown in the broker's connections */
     const struct slotmap *map;
     int confirm_timeout_ms;
     pthread_t thread;
@@ -245,7 +246,7 @@ publisher_set_connected(struct publisher *p, int connected, const char *error)
 static int
 publisher_connect(struct publisher *p, char *err, size_t errlen)
 {
-    p->bus = bus_open(p->config, "tally-frontend publisher", err, errlen);
+    p->bus = bus_open(p->config, p->name, err, errlen);
     if (p->bus == NULL)
         return -1;
     if (bus_declare_topology(p->bus, err, errlen) != 0)
@@ -630,10 +631,11 @@ publisher_run(void *arg)
 
 struct publisher *
 publisher_create(const struct bus_config *config, const struct slotmap *map,
-                 int confirm_timeout_ms)
+                 int confirm_timeout_ms, const char *name)
 {
     struct publisher *p = xcalloc(1, sizeof(*p));
 
+    snprintf(p->name, sizeof(p->name), "%s", name);
     p->config = config;
     p->map = map;
     p->confirm_timeout_ms = confirm_timeout_ms;

@@ -1,5 +1,6 @@
 /*
- * publisher: the frontend's publishing connection and its I/O thread.
+ * publisher: a publishing connection and its I/O thread (the frontend's,
+ * and an aggregator's for forwarding).
  * Requests hand it items; it packs the pending items of one instance into
  * one bus message (group commit), publishes persistent and mandatory in
  * confirm mode, and reports each item's fate once the broker answered.
@@ -39,10 +40,10 @@ struct publisher_item;
 struct publisher;
 
 /* Starts the thread. CONFIG's strings and MAP are borrowed for the
- * publisher's life. */
+ * publisher's life; NAME (copied) names the connection at the broker. */
 struct publisher *publisher_create(const struct bus_config *config,
                                    const struct slotmap *map,
-                                   int confirm_timeout_ms);
+                                   int confirm_timeout_ms, const char *name);
 /* Stops and joins the thread: every item queued or in flight fails with
  * "shutting down" (its callback runs before this returns), and later
  * submissions fail at once. */

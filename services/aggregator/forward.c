@@ -1,0 +1,198 @@
+/*
+ * forward: pending forwards of an envelope's entries, see forward.h.
+ */
+#include "forward.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "daemon.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define FORWARD_RETRY_US 1000000        /* a failed forward, sent again */
+
+struct forward_entry {
+    struct forward_entry *next;
+    struct forward *owner;
+    uint32_t instance;
+    uint8_t *data;
+    size_t len;
+    int in_flight;
+    int64_t retry_at_us;                /* monotonic */
+};
+
+struct forward {
+    struct publisher *pub;
+    pthread_mutex_t lock;
+    struct forward_entry *pending;
+    size_t count;
+};
+
+struct forward *
+forward_create(struct publisher *pub)
+{
+    struct forward *f = xcalloc(1, sizeof(*f));
+
+    f->pub = pub;
+    pthread_mutex_init(&f->lock, NULL);
+    return f;
+}
+
+void
+forward_destroy(struct forward *f)
+{
+    if (f == NULL)
+        return;
+    while (f->pending != NULL) {
+        struct forward_entry *e = f->pending;
+
+        f->pending = e->next;
+        free(e->data);
+        free(e);
+    }
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+static void
+forward_settled(void *ctx, int ok, const char *reason)
+{
+    struct forward_entry *e = ctx;
+    struct forward *f = e->owner;
+    struct forward_entry **p;
+
+    pthread_mutex_lock(&f->lock);
+    if (!ok) {
+        e->in_flight = 0;
+        e->retry_at_us = daemon_monotonic_us() + FORWARD_RETRY_US;
+        pthread_mutex_unlock(&f->lock);
+        log_warn("forward to instance %u: %s (sent again later)", e->instance,
+                 reason);
+        return;
+    }
+    for (p = &f->pending; *p != e; p = &(*p)->next)
+        ;
+    *p = e->next;
+    f->count--;
+    pthread_mutex_unlock(&f->lock);
+    free(e->data);
+    free(e);
+}
+
+/* Hands E to the publisher; the lock is not held. */
+static void
+forward_send(struct forward *f, struct forward_entry *e)
+{
+    uint8_t *copy = xmalloc(e->len);
+
+    memcpy(copy, e->data, e->len);
+    publisher_submit(f->pub, publisher_item_events(e->instance, copy, e->len,
+                                                   forward_settled, e));
+}
+
+void
+forward_add(struct forward *f, uint32_t instance, uint8_t *data, size_t len)
+{
+    struct forward_entry *e = xcalloc(1, sizeof(*e));
+
+    e->owner = f;
+    e->instance = instance;
+    e->data = data;
+    e->len = len;
+    e->in_flight = 1;
+    pthread_mutex_lock(&f->lock);
+    e->next = f->pending;
+    f->pending = e;
+    f->count++;
+    pthread_mutex_unlock(&f->lock);
+    forward_send(f, e);
+}
+
+void
+forward_poll(struct forward *f)
+{
+    int64_t now = daemon_monotonic_us();
+
+    for (;;) {
+        struct forward_entry *e;
+
+        pthread_mutex_lock(&f->lock);
+        for (e = f->pending; e != NULL; e = e->next)
+            if (!e->in_flight && now >= e->retry_at_us)
+                break;
+        if (e != NULL)
+            e->in_flight = 1;
+        pthread_mutex_unlock(&f->lock);
+        if (e == NULL)
+            return;
+        forward_send(f, e);
+    }
+}
+
+size_t
+forward_pending(struct forward *f)
+{
+    size_t n;
+
+    pthread_mutex_lock(&f->lock);
+    n = f->count;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+void
+forward_encode(struct forward *f, struct buf_writer *out)
+{
+    pthread_mutex_lock(&f->lock);
+    buf_put_varint(out, f->count);
+    for (struct forward_entry *e = f->pending; e != NULL; e = e->next) {
+        buf_put_varint(out, e->instance);
+        buf_put_string(out, e->data, e->len);
+    }
+    pthread_mutex_unlock(&f->lock);
+}
+
+int
+forward_decode(struct forward *f, struct buf_reader *in, char *err,
+               size_t errlen)
+{
+    uint64_t count, instance;
+
+    if (buf_get_varint(in, &count) != 0 || count > buf_remaining(in)) {
+        snprintf(err, errlen, "snapshot: bad forward count");
+        return -1;
+    }
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *data;
+        size_t len;
+        uint8_t *copy;
+
+        if (buf_get_varint(in, &instance) != 0 || instance > UINT32_MAX
+            || buf_get_string(in, &data, &len, CODEC_MESSAGE_MAX) != 0
+            || len == 0) {
+            snprintf(err, errlen, "snapshot: forward %llu is malformed",
+                     (unsigned long long)i);
+            return -1;
+        }
+        copy = xmalloc(len);
+        memcpy(copy, data, len);
+        {
+            struct forward_entry *e = xcalloc(1, sizeof(*e));
+
+            e->owner = f;
+            e->instance = (uint32_t)instance;
+            e->data = copy;
+            e->len = len;
+            pthread_mutex_lock(&f->lock);
+            e->next = f->pending;
+            f->pending = e;
+            f->count++;
+            pthread_mutex_unlock(&f->lock);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * forward: the entries of a client batch (an envelope, schema/dedup.md)
+ * that the batch owner does not own itself, sent on to their owners and
+ * kept until the broker confirms them.
+ *
+ *   agg_apply(envelope) --forward_add(instance, key, message)--> pending
+ *   publisher thread: confirmed --> dropped from pending
+ *                     failed    --> sent again by forward_poll (backoff)
+ *   snapshot: forward_encode / forward_decode (pending ones survive)
+ *
+ * Each forward carries a sub-batch key derived from the batch key and the
+ * target instance, so a forward sent twice (after a crash, or a retry) is
+ * applied once by its target. Thread-safe.
+ */
+#ifndef TALLY_FORWARD_H
+#define TALLY_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "publisher.h"
+
+#define FORWARD_ERR_MAX 160
+
+struct forward;
+
+/* PUB (borrowed) publishes the forwards. */
+struct forward *forward_create(struct publisher *pub);
+/* Frees the pending forwards; stop PUB first. */
+void forward_destroy(struct forward *f);
+
+/* Takes ownership of DATA (LEN bytes, one bus message for INSTANCE) and
+ * sends it until confirmed. */
+void forward_add(struct forward *f, uint32_t instance, uint8_t *data,
+                 size_t len);
+/* Sends again the forwards that failed, at most every retry interval. */
+void forward_poll(struct forward *f);
+size_t forward_pending(struct forward *f);
+/* Snapshot: the pending forwards (instance varint, message string). */
+void forward_encode(struct forward *f, struct buf_writer *out);
+int forward_decode(struct forward *f, struct buf_reader *in, char *err,
+                   size_t errlen);
+
+#endif
