@@ -723,7 +723,7 @@ main(int argc, char **argv)
              a.opts.instance);
     snprintf(a.rpc_queue, sizeof(a.rpc_queue), "tally.rpc.%ld",
              a.opts.instance);
-    a.store = store_create(a.opts.idle_expiry_s);
+    a.store = store_create(a.opts.idle_expiry_s, daemon_now_us());
     pthread_mutex_init(&a.flush_lock, NULL);
     if (a.opts.http_port != 0) {
         struct http_config hc = {0};

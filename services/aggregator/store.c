@@ -53,14 +53,16 @@ struct store {
     struct store_entry **all;
     size_t count, cap;
     int64_t idle_expiry_s;
+    uint64_t sequence_floor;       /* no cache sequence starts below it */
     struct store_stats stats;
 };
 
 struct store *
-store_create(int64_t idle_expiry_s)
+store_create(int64_t idle_expiry_s, int64_t sequence_floor)
 {
     struct store *s = xcalloc(1, sizeof(*s));
 
+    s->sequence_floor = (uint64_t)sequence_floor;
     pthread_mutex_init(&s->lock, NULL);
     s->table_size = STORE_BUCKETS_INITIAL;
     s->table = xcalloc(s->table_size, sizeof(*s->table));
@@ -129,7 +131,8 @@ store_insert(struct store *s, const char *name, size_t len, uint64_t hash,
     e->hash = hash;
     e->name = xstrndup(name, len);
     e->name_len = len;
-    e->sequence = (uint64_t)now_us;
+    e->sequence = (uint64_t)now_us > s->sequence_floor ? (uint64_t)now_us
+                                                        : s->sequence_floor;
     e->updated_us = now_us;
     for (int r = 0; r < RING_COUNT; r++)
         e->open_start[r] = -1;
@@ -231,6 +234,8 @@ store_tombstone(struct store *s, struct store_entry *e,
     x->generation = e->generation;
     if (e->sequence < (uint64_t)now_us)
         e->sequence = (uint64_t)now_us;
+    if (e->sequence < s->sequence_floor)
+        e->sequence = s->sequence_floor;
     x->sequence = ++e->sequence;
 }
 
@@ -706,7 +711,8 @@ store_decode(struct store *s, struct buf_reader *in, char *err,
         }
         e = store_insert(s, (const char *)name, name_len, hash, updated_us);
         e->generation = generation;
-        e->sequence = sequence;
+        e->sequence = sequence > s->sequence_floor ? sequence
+                                                   : s->sequence_floor;
         e->deleted_us = deleted_us;
         e->tombstone_pending = (flags & STORE_SNAP_TOMBSTONE_PENDING) != 0;
         if (flags & STORE_SNAP_METRIC) {

@@ -11,8 +11,12 @@
  *                                      that closed or changed after closing
  *   responder --store_get / store_list / store_count
  *
- * Cache sequence numbers start at the wall clock in microseconds when an
- * entry is created, so a restarted aggregator still writes forward.
+ * Cache sequence numbers start at the wall clock in microseconds, and
+ * never below SEQUENCE_FLOOR (the process's start time): a restarted
+ * aggregator, whose replay recreates entries at their old event times or
+ * loads the sequences of an older snapshot, still writes forward of
+ * everything its previous life wrote (a few writes per second never catch
+ * up with the clock).
  */
 #ifndef TALLY_STORE_H
 #define TALLY_STORE_H
@@ -62,8 +66,9 @@ struct store_write {
     uint32_t expire_s;
 };
 
-/* IDLE_EXPIRY_S: a metric without an event for that long is collected. */
-struct store *store_create(int64_t idle_expiry_s);
+/* IDLE_EXPIRY_S: a metric without an event for that long is collected.
+ * SEQUENCE_FLOOR: the wall clock (microseconds) at the process's start. */
+struct store *store_create(int64_t idle_expiry_s, int64_t sequence_floor);
 void store_destroy(struct store *s);
 
 /* Applies every entry of MSG at NOW_US, but for the sub-batches whose

@@ -329,6 +329,11 @@ class Servers:
             self.rabbitmqctl('set_policy', '-p', name, policy, pattern,
                              definition, '--apply-to', 'queues')
 
+    def broker_signal(self, sig):
+        """Sends SIG (e.g. SIGSTOP, SIGCONT) to the RabbitMQ node's VM."""
+        with open(self._env['RABBITMQ_PID_FILE']) as f:
+            os.kill(int(f.read().strip()), sig)
+
     def flush_memcached(self):
         with socket.create_connection(('127.0.0.1', self.memcached_port),
                                       HTTP_TIMEOUT_S) as s:
