@@ -334,6 +334,10 @@ class Servers:
         with open(self._env['RABBITMQ_PID_FILE']) as f:
             os.kill(int(f.read().strip()), sig)
 
+    def memcached_signal(self, sig):
+        """Sends SIG (e.g. SIGSTOP, SIGCONT) to memcached."""
+        os.kill(self._memcached.pid, sig)
+
     def flush_memcached(self):
         with socket.create_connection(('127.0.0.1', self.memcached_port),
                                       HTTP_TIMEOUT_S) as s:

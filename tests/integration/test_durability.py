@@ -328,3 +328,59 @@ def test_batch_survives_a_crash_of_its_owner(env):
                SETTLE_S, 'the batch counted once')
     time.sleep(1.5)           # forwards sent again after the crash land
     assert counts(url, names) == expected, counts(url, names)
+
+
+def test_outages_fail_fast_and_reads_go_on(env):
+    # RabbitMQ silent (SIGSTOP): events.record fails within about a second
+    # with a clear error, never a false success, and reads keep working
+    # from memcached. memcached silent: reads fall back to the owners.
+    # An instance queue at its length limit: "overloaded" for its events
+    # only.
+    from harness import rpc
+    url = env.cluster.frontend_url(0)
+    name = owned_by(1, 'outage', 1)[0]
+    other = owned_by(0, 'outage', 1)[0]
+    rpc_result(url, 'events.record', {'events': [
+        {'name': name, 'type': 'counter', 'value': 1}]})
+    eventually(lambda: (counts(url, [name])[name] == (1, 1.0),
+                        counts(url, [name])), SETTLE_S, 'cached')
+    time.sleep(0.5)                     # a flush or two: in memcached
+    env.servers.broker_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        resp = rpc(url, 'events.record', {'events': [
+            {'name': name, 'type': 'counter', 'value': 1}]})
+        took = time.monotonic() - start
+        assert resp['error']['code'] == 1201, resp
+        assert took < 1.5, took
+        got = counts(url, [name])[name]
+        assert got == (1, 1.0), ('read during the broker stop', got)
+    finally:
+        env.servers.broker_signal(signal.SIGCONT)
+    time.sleep(2)                       # reconnects
+    # The failed call may still have been applied (it reached the broker
+    # before it stopped answering): 1201 means "retry with the batch id".
+    now = counts(url, [name])[name]
+    assert now in ((1, 1.0), (2, 2.0)), now
+    env.servers.memcached_signal(signal.SIGSTOP)
+    try:
+        got = counts(url, [name])[name]
+        assert got == now, ('read during the memcached stop', got, now)
+    finally:
+        env.servers.memcached_signal(signal.SIGCONT)
+    env.servers.rabbitmqctl('set_policy', '-p', env.vhost, '--priority', '10',
+                            '--apply-to', 'queues', 'full-outage',
+                            r'^tally\.agg\.1$',
+                            '{"max-length":0,"overflow":"reject-publish"}')
+    try:
+        time.sleep(1)
+        resp = rpc(url, 'events.record', {'events': [
+            {'name': name, 'type': 'counter', 'value': 1}]})
+        assert resp['error']['code'] == 1201, resp
+        assert resp['error']['data'].startswith('overloaded'), resp
+        r = rpc_result(url, 'events.record', {'events': [
+            {'name': other, 'type': 'counter', 'value': 1}]})
+        assert r == {'accepted': 1, 'rejected': []}, r
+    finally:
+        env.servers.rabbitmqctl('clear_policy', '-p', env.vhost,
+                                'full-outage')

@@ -209,3 +209,6 @@ def test_faults(env):
     assert st['unreachable'] == [], st
     assert load.retries >= 3, load.retries       # faults made calls fail
     assert skipped >= duplicates, (skipped, duplicates)
+    # Restarts replayed their logs, and redeliveries were recognised.
+    assert sum(x['replayed_records'] for x in d) >= 1, d
+    assert sum(x['deduplicated_subbatches'] for x in d) >= 1, d
