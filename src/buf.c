@@ -120,6 +120,38 @@ buf_put_varint(struct buf_writer *w, uint64_t v)
     w->len += n;
 }
 
+void
+buf_put_base64(struct buf_writer *out, const void *data, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const uint8_t *p = data;
+    size_t i;
+
+    for (i = 0; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+
+        buf_put_u8(out, (uint8_t)alphabet[v >> 18 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v >> 12 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v >> 6 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v & 63]);
+    }
+    if (len - i == 1) {
+        uint32_t v = (uint32_t)p[i] << 16;
+
+        buf_put_u8(out, (uint8_t)alphabet[v >> 18 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v >> 12 & 63]);
+        buf_put_bytes(out, "==", 2);
+    } else if (len - i == 2) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
+
+        buf_put_u8(out, (uint8_t)alphabet[v >> 18 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v >> 12 & 63]);
+        buf_put_u8(out, (uint8_t)alphabet[v >> 6 & 63]);
+        buf_put_u8(out, '=');
+    }
+}
+
 int
 buf_compare(const void *a, size_t alen, const void *b, size_t blen)
 {

@@ -70,6 +70,10 @@ int buf_get_string(struct buf_reader *r, const uint8_t **p, size_t *n,
  * prefix: <0, 0 or >0 like memcmp. */
 int buf_compare(const void *a, size_t alen, const void *b, size_t blen);
 
+/* Appends the standard base64 (RFC 4648, with padding) of LEN bytes at
+ * DATA to OUT; no NUL is added. */
+void buf_put_base64(struct buf_writer *out, const void *data, size_t len);
+
 uint64_t buf_zigzag(int64_t v);
 int64_t buf_unzigzag(uint64_t v);
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "buf.h"
@@ -136,10 +137,37 @@ test_compare(void **unused)
     assert_true(buf_compare("\xff", 1, "a", 1) > 0);    /* unsigned bytes */
 }
 
+/* RFC 4648, section 10. */
+static void
+test_base64(void **unused)
+{
+    static const char *const vectors[][2] = {
+        {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+    };
+    struct buf_writer w;
+
+    (void)unused;
+    buf_writer_create(&w, 4);
+    for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+        buf_writer_reset(&w);
+        buf_put_base64(&w, vectors[i][0], strlen(vectors[i][0]));
+        assert_int_equal(w.len, strlen(vectors[i][1]));
+        if (w.len > 0)
+            assert_memory_equal(w.data, vectors[i][1], w.len);
+    }
+    buf_writer_reset(&w);
+    buf_put_base64(&w, "\xff\xfe\x00", 3);              /* all 6-bit groups */
+    assert_int_equal(w.len, 4);
+    assert_memory_equal(w.data, "//4A", 4);
+    buf_writer_destroy(&w);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_base64),
         cmocka_unit_test(test_varint_edges_round_trip),
         cmocka_unit_test(test_zigzag),
         cmocka_unit_test(test_reader_refuses),

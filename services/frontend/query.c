@@ -22,6 +22,7 @@
 #include "frontend.h"
 #include "log.h"
 #include "metric.h"
+#include "state.h"
 #include "window.h"
 #include "xalloc.h"
 
@@ -30,6 +31,8 @@
 #define QUERY_LIST_MAX 1000
 #define QUERY_BUCKETS_MAX 128
 #define QUERY_REASON_MAX 256
+#define QUERY_SERIES 0x1          /* add "series" */
+#define QUERY_STATE 0x2           /* add "state": the merged window state */
 
 /* Rejects any params member not in ALLOWED (NULL-terminated). */
 static int
@@ -95,11 +98,37 @@ query_found_closed(void *ctx, size_t index, const uint8_t *value, size_t len)
         f->bad = 1;
 }
 
+/* metric_render, plus with QUERY_STATE the window's merged state in its
+ * canonical encoding (schema/state-encoding.md), base64. */
+static json_object *
+query_render(const struct metric *m, enum window window, int64_t now,
+             int flags)
+{
+    json_object *out = metric_render(m, window, now, flags & QUERY_SERIES);
+
+    if (flags & QUERY_STATE) {
+        const struct state_ops *ops = state_ops_for(metric_type(m));
+        void *state = metric_window_state(m, window, now);
+        struct buf_writer bytes, text;
+
+        buf_writer_create(&bytes, 256);
+        buf_writer_create(&text, 512);
+        ops->encode(state, &bytes);
+        buf_put_base64(&text, bytes.data, bytes.len);
+        json_object_object_add(out, "state", json_object_new_string_len(
+            (const char *)text.data, (int)text.len));
+        buf_writer_destroy(&text);
+        buf_writer_destroy(&bytes);
+        ops->destroy(state);
+    }
+    return out;
+}
+
 /* From memcached: 1 with *OUT set (NULL for a deleted metric), or 0 when
  * the cache cannot answer (miss, incomplete, error). */
 static int
 query_from_cache(struct frontend *fe, const char *name, size_t len,
-                 enum window window, int series, int64_t now,
+                 enum window window, int flags, int64_t now,
                  json_object **out)
 {
     struct cacheval_open open;
@@ -132,7 +161,7 @@ query_from_cache(struct frontend *fe, const char *name, size_t len,
         return 1;
     }
     n = 0;
-    if (window != WINDOW_ALL || series)
+    if (window != WINDOW_ALL || (flags & QUERY_SERIES))
         n = cacheval_wanted(&open, window, now, &ring, starts,
                             QUERY_BUCKETS_MAX);
     if (n > 0) {
@@ -152,7 +181,7 @@ query_from_cache(struct frontend *fe, const char *name, size_t len,
             return 0;
         }
     }
-    *out = metric_render(open.metric, window, now, series);
+    *out = query_render(open.metric, window, now, flags);
     cacheval_open_release(&open);
     return 1;
 }
@@ -161,7 +190,7 @@ query_from_cache(struct frontend *fe, const char *name, size_t len,
  * a reason. */
 static int
 query_from_owner(struct frontend *fe, const char *name, size_t len,
-                 enum window window, int series, int64_t now,
+                 enum window window, int flags, int64_t now,
                  json_object **out, char *reason, size_t reasonlen)
 {
     uint32_t owner = slotmap_owner(fe->map, slotmap_slot(name, len));
@@ -196,7 +225,7 @@ query_from_owner(struct frontend *fe, const char *name, size_t len,
             free(reply);
             return -1;
         }
-        *out = metric_render(m, window, now, series);
+        *out = query_render(m, window, now, flags);
         metric_destroy(m);
     }
     free(reply);
@@ -206,12 +235,13 @@ query_from_owner(struct frontend *fe, const char *name, size_t len,
 int
 method_metrics_query(struct jsonrpc_call *call, void *ctx)
 {
-    static const char *const allowed[] = {"names", "window", "series", NULL};
+    static const char *const allowed[] = {"names", "window", "series",
+                                          "state", NULL};
     struct exchange *x = ctx;
     struct frontend *fe = x->fe;
     json_object *params = jsonrpc_call_params(call), *names, *v, *metrics;
     enum window window = WINDOW_ALL;
-    int series = 0;
+    int flags = 0;
     int64_t now = daemon_now_us();
     size_t n;
 
@@ -239,7 +269,14 @@ method_metrics_query(struct jsonrpc_call *call, void *ctx)
             jsonrpc_call_invalid_params(call, "series must be a boolean");
             return JSONRPC_DONE;
         }
-        series = json_object_get_boolean(v);
+        flags |= json_object_get_boolean(v) ? QUERY_SERIES : 0;
+    }
+    if (json_object_object_get_ex(params, "state", &v)) {
+        if (!json_object_is_type(v, json_type_boolean)) {
+            jsonrpc_call_invalid_params(call, "state must be a boolean");
+            return JSONRPC_DONE;
+        }
+        flags |= json_object_get_boolean(v) ? QUERY_STATE : 0;
     }
     metrics = json_object_new_object();
     for (size_t i = 0; i < n; i++) {
@@ -248,8 +285,8 @@ method_metrics_query(struct jsonrpc_call *call, void *ctx)
         size_t len = (size_t)json_object_get_string_len(name);
         char reason[QUERY_REASON_MAX];
 
-        if (!query_from_cache(fe, s, len, window, series, now, &out)
-            && query_from_owner(fe, s, len, window, series, now, &out,
+        if (!query_from_cache(fe, s, len, window, flags, now, &out)
+            && query_from_owner(fe, s, len, window, flags, now, &out,
                                 reason, sizeof(reason)) != 0) {
             json_object_put(metrics);
             jsonrpc_call_error(call, FRONTEND_ERR_INSTANCE,
