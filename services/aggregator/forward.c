@@ -18,6 +18,8 @@
 struct forward_entry {
     struct forward_entry *next;
     struct forward *owner;
+    int notice;                         /* 1: a raw notice, not a forward */
+    char *exchange, *routing_key, *content_type, *reason;
     uint32_t instance;
     uint8_t *data;
     size_t len;
@@ -31,6 +33,17 @@ struct forward {
     struct forward_entry *pending;
     size_t count;
 };
+
+static void
+forward_entry_free(struct forward_entry *e)
+{
+    free(e->exchange);
+    free(e->routing_key);
+    free(e->content_type);
+    free(e->reason);
+    free(e->data);
+    free(e);
+}
 
 struct forward *
 forward_create(struct publisher *pub)
@@ -51,8 +64,7 @@ forward_destroy(struct forward *f)
         struct forward_entry *e = f->pending;
 
         f->pending = e->next;
-        free(e->data);
-        free(e);
+        forward_entry_free(e);
     }
     pthread_mutex_destroy(&f->lock);
     free(f);
@@ -70,28 +82,74 @@ forward_settled(void *ctx, int ok, const char *reason)
         e->in_flight = 0;
         e->retry_at_us = daemon_monotonic_us() + FORWARD_RETRY_US;
         pthread_mutex_unlock(&f->lock);
-        log_warn("forward to instance %u: %s (sent again later)", e->instance,
-                 reason);
+        if (e->notice)
+            log_warn("notice to %s: %s (sent again later)",
+                     e->exchange[0] ? e->exchange : e->routing_key, reason);
+        else
+            log_warn("forward to instance %u: %s (sent again later)",
+                     e->instance, reason);
         return;
     }
     for (p = &f->pending; *p != e; p = &(*p)->next)
         ;
     *p = e->next;
-    f->count--;
+    f->count -= !e->notice;
     pthread_mutex_unlock(&f->lock);
-    free(e->data);
-    free(e);
+    forward_entry_free(e);
 }
 
 /* Hands E to the publisher; the lock is not held. */
 static void
 forward_send(struct forward *f, struct forward_entry *e)
 {
-    uint8_t *copy = xmalloc(e->len);
+    uint8_t *copy;
 
+    if (e->notice) {
+        struct bus_props p = {0};
+
+        p.content_type = e->content_type;
+        p.reason = e->reason;
+        p.persistent = 1;
+        publisher_submit(f->pub, publisher_item_raw(e->exchange,
+                                                    e->routing_key, e->data,
+                                                    e->len, &p, 0,
+                                                    forward_settled, e));
+        return;
+    }
+    copy = xmalloc(e->len);
     memcpy(copy, e->data, e->len);
     publisher_submit(f->pub, publisher_item_events(e->instance, copy, e->len,
                                                    forward_settled, e));
+}
+
+static char *
+forward_strdup(const char *s)
+{
+    return s != NULL ? xstrndup(s, strlen(s)) : NULL;
+}
+
+void
+forward_add_notice(struct forward *f, const char *exchange,
+                   const char *routing_key, const char *content_type,
+                   const char *reason, const void *body, size_t len)
+{
+    struct forward_entry *e = xcalloc(1, sizeof(*e));
+
+    e->owner = f;
+    e->notice = 1;
+    e->exchange = forward_strdup(exchange);
+    e->routing_key = forward_strdup(routing_key);
+    e->content_type = forward_strdup(content_type);
+    e->reason = forward_strdup(reason);
+    e->data = xmalloc(len > 0 ? len : 1);
+    memcpy(e->data, body, len);
+    e->len = len;
+    e->in_flight = 1;
+    pthread_mutex_lock(&f->lock);
+    e->next = f->pending;
+    f->pending = e;
+    pthread_mutex_unlock(&f->lock);
+    forward_send(f, e);
 }
 
 void
@@ -150,6 +208,8 @@ forward_encode(struct forward *f, struct buf_writer *out)
     pthread_mutex_lock(&f->lock);
     buf_put_varint(out, f->count);
     for (struct forward_entry *e = f->pending; e != NULL; e = e->next) {
+        if (e->notice)
+            continue;
         buf_put_varint(out, e->instance);
         buf_put_string(out, e->data, e->len);
     }

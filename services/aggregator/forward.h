@@ -34,10 +34,18 @@ void forward_destroy(struct forward *f);
  * sends it until confirmed. */
 void forward_add(struct forward *f, uint32_t instance, uint8_t *data,
                  size_t len);
+/* A notice to publish with confirms until confirmed: BODY (copied) to
+ * EXCHANGE with ROUTING_KEY, CONTENT_TYPE and the x-tally-reason REASON
+ * (NULL for none), persistent. Notices (rejections, announcements) live
+ * in memory only: one is lost if the process dies before its confirm. */
+void forward_add_notice(struct forward *f, const char *exchange,
+                        const char *routing_key, const char *content_type,
+                        const char *reason, const void *body, size_t len);
 /* Sends again the forwards that failed, at most every retry interval. */
 void forward_poll(struct forward *f);
 size_t forward_pending(struct forward *f);
-/* Snapshot: the pending forwards (instance varint, message string). */
+/* Snapshot: the pending forwards (instance varint, message string);
+ * notices are not kept. */
 void forward_encode(struct forward *f, struct buf_writer *out);
 int forward_decode(struct forward *f, struct buf_reader *in, char *err,
                    size_t errlen);

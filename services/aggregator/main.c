@@ -164,20 +164,14 @@ agg_flusher(void *arg)
 /* Deliveries                                                              */
 /* ---------------------------------------------------------------------- */
 
-/* Publishes BODY to tally.rejected with REASON. */
+/* Publishes BODY to tally.rejected with REASON, with confirms and
+ * retries (forward.c). */
 static void
 agg_reject(struct aggregator *a, const void *body, size_t len,
            const char *content_type, const char *reason)
 {
-    struct bus_props p = {0};
-    char err[BUS_ERR_MAX];
-
-    p.content_type = content_type;
-    p.reason = reason;
-    p.persistent = 1;
-    if (bus_publish(a->bus, "", BUS_QUEUE_REJECTED, body, len, &p, 0, NULL,
-                    err, sizeof(err)) != 0)
-        log_error("cannot publish to %s: %s", BUS_QUEUE_REJECTED, err);
+    forward_add_notice(a->forward, "", BUS_QUEUE_REJECTED, content_type,
+                       reason, body, len);
 }
 
 static void
@@ -185,7 +179,6 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
 {
     json_object *o = json_object_new_object();
     const char *text;
-    struct bus_props p = {0};
     char err[BUS_ERR_MAX];
 
     json_object_object_add(o, "name", json_object_new_string(n->name));
@@ -224,10 +217,8 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
     json_object_object_add(o, "generation",
                            json_object_new_int64((int64_t)n->generation));
     text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-    p.content_type = "application/json";
-    if (bus_publish(a->bus, BUS_EXCHANGE_CONTROL, "", text, strlen(text), &p,
-                    0, NULL, err, sizeof(err)) != 0)
-        log_error("cannot announce the delete of %s: %s", n->name, err);
+    forward_add_notice(a->forward, BUS_EXCHANGE_CONTROL, "",
+                       "application/json", NULL, text, strlen(text));
     log_info("deleted %s (generation %" PRIu64 ")", n->name, n->generation);
     json_object_put(o);
 }
