@@ -95,8 +95,8 @@ bus_open(const struct bus_config *config, const char *name, char *err,
     struct bus *b = xcalloc(1, sizeof(*b));
     struct timeval tv = bus_timeval(config->timeout_ms);
     amqp_socket_t *sock;
-    amqp_table_entry_t entry;
-    amqp_table_t props;
+    amqp_table_entry_t entry[2], capability;
+    amqp_table_t props, capabilities;
     int rc;
 
     b->queue_type = strcmp(config->queue_type, "quorum") == 0 ? "quorum"
@@ -118,11 +118,21 @@ bus_open(const struct bus_config *config, const char *name, char *err,
     }
     amqp_set_handshake_timeout(b->conn, &tv);
     amqp_set_rpc_timeout(b->conn, &tv);
-    entry.key = amqp_cstring_bytes("connection_name");
-    entry.value.kind = AMQP_FIELD_KIND_UTF8;
-    entry.value.value.bytes = amqp_cstring_bytes(name);
-    props.num_entries = 1;
-    props.entries = &entry;
+    /* Ask for connection.blocked notices, so a resource alarm is seen
+     * instead of a publish that blocks. */
+    capability.key = amqp_cstring_bytes("connection.blocked");
+    capability.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    capability.value.value.boolean = 1;
+    capabilities.num_entries = 1;
+    capabilities.entries = &capability;
+    entry[0].key = amqp_cstring_bytes("connection_name");
+    entry[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    entry[0].value.value.bytes = amqp_cstring_bytes(name);
+    entry[1].key = amqp_cstring_bytes("capabilities");
+    entry[1].value.kind = AMQP_FIELD_KIND_TABLE;
+    entry[1].value.value.table = capabilities;
+    props.num_entries = 2;
+    props.entries = entry;
     if (bus_check_reply(b, amqp_login_with_properties(
                                b->conn, config->vhost, 0, BUS_FRAME_MAX,
                                config->heartbeat_s, &props,
@@ -519,6 +529,16 @@ bus_wait(struct bus *b, int timeout_ms, struct bus_event *ev, char *err,
                  (const char *)c->reply_text.bytes);
         return bus_fail(b, err, errlen, "wait", reason);
     }
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        amqp_connection_blocked_t *bl = frame.payload.method.decoded;
+
+        ev->kind = BUS_EVENT_BLOCKED;
+        bus_copy(ev->reason, bl->reason);
+        return 1;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        ev->kind = BUS_EVENT_UNBLOCKED;
+        return 1;
     case AMQP_CONNECTION_CLOSE_METHOD:
         return bus_fail(b, err, errlen, "wait", "connection closed by broker");
     case AMQP_BASIC_CANCEL_METHOD:

@@ -71,6 +71,8 @@ enum bus_event_kind {
     BUS_EVENT_NACK = 2,
     BUS_EVENT_RETURN = 3,
     BUS_EVENT_DELIVERY = 4,
+    BUS_EVENT_BLOCKED = 5,     /* connection.blocked: resource alarm */
+    BUS_EVENT_UNBLOCKED = 6,
 };
 
 /* An event read by bus_wait. Strings are NUL-terminated copies (cut at
@@ -82,6 +84,7 @@ struct bus_event {
     int multiple;              /* ACK, NACK */
     int redelivered;           /* DELIVERY */
     int reply_code;            /* RETURN */
+    char reason[BUS_NAME_MAX]; /* BLOCKED */
     char consumer_tag[BUS_NAME_MAX];   /* DELIVERY: the queue consumed */
     char routing_key[BUS_NAME_MAX];
     char message_id[BUS_NAME_MAX];

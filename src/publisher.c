@@ -59,6 +59,7 @@ struct publisher {
     size_t queued_bytes;           /* of the items in queue */
     uint64_t republished;          /* items sent again after a drop */
     int connected;
+    int blocked;                   /* connection.blocked: resource alarm */
     int stopping;
     char last_error[BUS_ERR_MAX];
     /* thread-owned */
@@ -169,6 +170,13 @@ publisher_submit(struct publisher *p, struct publisher_item *item)
         publisher_finish(item, 0, reason);
         return;
     }
+    if (p->blocked) {
+        snprintf(reason, sizeof(reason), "RabbitMQ is blocked by a resource "
+                 "alarm (%s); retry", p->last_error);
+        pthread_mutex_unlock(&p->lock);
+        publisher_finish(item, 0, reason);
+        return;
+    }
     if (p->queued_bytes + item->len > PUBLISHER_QUEUE_BYTES_MAX) {
         pthread_mutex_unlock(&p->lock);
         publisher_finish(item, 0, "overloaded: the frontend's publish queue "
@@ -219,6 +227,17 @@ publisher_stopping(struct publisher *p)
     return stopping;
 }
 
+static int
+publisher_blocked(struct publisher *p)
+{
+    int blocked;
+
+    pthread_mutex_lock(&p->lock);
+    blocked = p->blocked;
+    pthread_mutex_unlock(&p->lock);
+    return blocked;
+}
+
 static struct publisher_item *
 publisher_take_queue(struct publisher *p)
 {
@@ -238,6 +257,7 @@ publisher_set_connected(struct publisher *p, int connected, const char *error)
 {
     pthread_mutex_lock(&p->lock);
     p->connected = connected;
+    p->blocked = 0;
     if (error != NULL)
         snprintf(p->last_error, sizeof(p->last_error), "%s", error);
     pthread_mutex_unlock(&p->lock);
@@ -315,6 +335,28 @@ publisher_drop(struct publisher *p, const char *reason)
     bus_abandon(p->bus);     /* no graceful close on a failed stream */
     bus_close(p->bus);
     p->bus = NULL;
+}
+
+/* While the broker blocks publishing the connection is kept (a new one
+ * would be blocked too), and the messages waiting past their confirm
+ * timeout fail; a confirm that comes after the alarm finds no flight. */
+static void
+publisher_expire(struct publisher *p)
+{
+    int64_t limit = daemon_monotonic_us()
+                    - (int64_t)p->confirm_timeout_ms * PUBLISHER_US_PER_MS;
+    size_t kept = 0;
+
+    for (size_t i = 0; i < p->flight_count; i++) {
+        if (p->flights[i].sent_us > limit) {
+            p->flights[kept++] = p->flights[i];
+            continue;
+        }
+        publisher_finish_list(p->flights[i].items, 0,
+                              "RabbitMQ is blocked by a resource alarm; "
+                              "retry");
+    }
+    p->flight_count = kept;
 }
 
 static void
@@ -545,6 +587,18 @@ static void
 publisher_handle(struct publisher *p, const struct bus_event *ev)
 {
     switch (ev->kind) {
+    case BUS_EVENT_BLOCKED:
+    case BUS_EVENT_UNBLOCKED:
+        pthread_mutex_lock(&p->lock);
+        p->blocked = ev->kind == BUS_EVENT_BLOCKED;
+        if (p->blocked)
+            snprintf(p->last_error, sizeof(p->last_error), "%s", ev->reason);
+        pthread_mutex_unlock(&p->lock);
+        if (ev->kind == BUS_EVENT_BLOCKED)
+            log_warn("publisher: RabbitMQ blocks publishing: %s", ev->reason);
+        else
+            log_info("publisher: RabbitMQ publishes again");
+        break;
     case BUS_EVENT_ACK:
     case BUS_EVENT_NACK:
         publisher_settle(p, ev->delivery_tag, ev->multiple,
@@ -596,7 +650,12 @@ publisher_run(void *arg)
             publisher_set_connected(p, 1, NULL);
             log_info("publisher connected");
         }
-        publisher_send_all(p, publisher_take_queue(p));
+        if (publisher_blocked(p))
+            publisher_finish_list(publisher_take_queue(p), 0,
+                                  "RabbitMQ is blocked by a resource alarm; "
+                                  "retry");
+        else
+            publisher_send_all(p, publisher_take_queue(p));
         while (p->bus != NULL
                && (rc = bus_wait(p->bus, 0, &ev, err, sizeof(err))) != 0) {
             if (rc < 0) {
@@ -608,8 +667,12 @@ publisher_run(void *arg)
         }
         if (p->bus != NULL && p->flight_count > 0
             && daemon_monotonic_us() - p->flights[0].sent_us
-                   > (int64_t)p->confirm_timeout_ms * 1000)
-            publisher_drop(p, "no confirm from the broker in time");
+                   > (int64_t)p->confirm_timeout_ms * PUBLISHER_US_PER_MS) {
+            if (publisher_blocked(p))
+                publisher_expire(p);
+            else
+                publisher_drop(p, "no confirm from the broker in time");
+        }
         if (p->bus == NULL)
             continue;
         pfd[0].fd = p->wake_fd;

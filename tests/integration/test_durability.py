@@ -384,3 +384,30 @@ def test_outages_fail_fast_and_reads_go_on(env):
     finally:
         env.servers.rabbitmqctl('clear_policy', '-p', env.vhost,
                                 'full-outage')
+
+
+def test_broker_alarm_fails_fast(env):
+    # A memory alarm (watermark 0) blocks every publishing connection:
+    # events.record fails at once with a clear reason instead of hanging,
+    # and works again once the alarm clears.
+    from harness import rpc
+    url = env.cluster.frontend_url(0)
+    ev = {'name': 'alarm.c', 'type': 'counter', 'value': 1}
+    env.servers.rabbitmqctl('set_vm_memory_high_watermark', '0')
+    try:
+        deadline = time.monotonic() + SETTLE_S
+        while True:
+            start = time.monotonic()
+            resp = rpc(url, 'events.record', {'events': [ev]})
+            took = time.monotonic() - start
+            assert took < 1.5, (took, resp)
+            if 'error' in resp and 'blocked' in resp['error']['data']:
+                break
+            assert time.monotonic() < deadline, resp
+            time.sleep(0.2)
+        assert resp['error']['code'] == 1201, resp
+    finally:
+        env.servers.rabbitmqctl('set_vm_memory_high_watermark', '0.4')
+    eventually(lambda: ('result' in rpc(url, 'events.record',
+                                        {'events': [ev]}), None),
+               SETTLE_S, 'events.record works again after the alarm')
