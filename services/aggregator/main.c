@@ -46,6 +46,8 @@
 #define AGG_SNAPSHOT_LOG_BYTES (64ull * 1024 * 1024)
 #define AGG_US_PER_S 1000000LL
 #define AGG_LOG_RETRY_MS 1000
+#define AGG_REPLAY_POLL_US 50000       /* answer RPCs this often */
+#define AGG_REPLAY_DELAY_ENV "TALLY_TEST_REPLAY_DELAY_MS"
 #define AGG_UNSAFE_NO_FSYNC_ENV "TALLY_UNSAFE_NO_FSYNC"
 #define AGG_RPC_LIMIT_MAX 1000
 #define AGG_TAG_MAX 64
@@ -110,6 +112,9 @@ struct aggregator {
     int64_t last_snapshot_us;      /* monotonic */
     int no_fsync;
     volatile int replaying;
+    int events_consumed;           /* the instance queue is consumed */
+    long replay_delay_ms;          /* test hook: TALLY_TEST_REPLAY_DELAY_MS */
+    int64_t replay_polled_us;      /* monotonic */
     volatile int log_failing;      /* the last group could not be logged */
     char log_failure[DURABLE_ERR_MAX];
     volatile int ready;
@@ -296,6 +301,44 @@ agg_forward(struct aggregator *a, const struct codec_message *msg,
     }
 }
 
+static int
+agg_consume_events(struct aggregator *a, char *err, size_t errlen)
+{
+    if (bus_consume(a->bus, a->agg_queue, (uint16_t)a->opts.prefetch, err,
+                    errlen) != 0)
+        return -1;
+    a->events_consumed = 1;
+    return 0;
+}
+
+static void agg_on_rpc(struct aggregator *a, const struct bus_event *ev);
+
+/* During a replay: answers the RPC requests waiting (status says
+ * "replaying"), acks control messages, takes nothing else. */
+static void
+agg_replay_poll(struct aggregator *a)
+{
+    struct bus_event ev;
+    char err[BUS_ERR_MAX];
+    int rc;
+
+    if (a->bus == NULL)
+        return;
+    while ((rc = bus_wait(a->bus, 0, &ev, err, sizeof(err))) == 1) {
+        if (ev.kind == BUS_EVENT_DELIVERY) {
+            if (strcmp(ev.consumer_tag, a->rpc_queue) == 0)
+                agg_on_rpc(a, &ev);
+            bus_ack(a->bus, ev.delivery_tag, err, sizeof(err));
+        }
+        bus_event_release(a->bus, &ev);
+    }
+    if (rc < 0) {
+        log_warn("bus during replay: %s", err);
+        bus_close(a->bus);
+        a->bus = NULL;
+    }
+}
+
 /* Applies one logged bus message (durable_apply_fn): sub-batches already
  * seen are skipped, the rest go into the store. Live, refusals go to
  * tally.rejected and deletes are announced; replaying (no bus yet), the
@@ -347,6 +390,15 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     if (applied_us - a->dedup_expired_us > AGG_DEDUP_EXPIRE_EVERY_US) {
         dedup_expire(a->dedup, applied_us);
         a->dedup_expired_us = applied_us;
+    }
+    if (replaying) {
+        if (a->replay_delay_ms > 0)          /* test hook */
+            daemon_sleep_ms(a->replay_delay_ms);
+        if (daemon_monotonic_us() - a->replay_polled_us
+            >= AGG_REPLAY_POLL_US) {
+            a->replay_polled_us = daemon_monotonic_us();
+            agg_replay_poll(a);
+        }
     }
 }
 
@@ -455,7 +507,9 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
         json_object_object_add(stats, "flush_errors", json_object_new_int64(
             (int64_t)a->flush_errors));
         pthread_mutex_unlock(&a->flush_lock);
-        {
+        json_object_object_add(reply, "replaying",
+                               json_object_new_boolean(a->replaying));
+        if (a->durable != NULL) {
             struct durable_stats ds;
             json_object *dd = json_object_new_object();
 
@@ -533,13 +587,18 @@ done:
 /* Connection                                                              */
 /* ---------------------------------------------------------------------- */
 
+/* Connects and declares the topology, and consumes the RPC and control
+ * queues; with EVENTS also the instance queue (agg_consume_events later
+ * otherwise: during a replay the instance answers status calls but takes
+ * no deliveries). */
 static int
-agg_connect(struct aggregator *a, char *err, size_t errlen)
+agg_connect(struct aggregator *a, int events, char *err, size_t errlen)
 {
     char name[AGG_TAG_MAX];
     uint32_t i = (uint32_t)a->opts.instance;
 
     snprintf(name, sizeof(name), "tally-aggregator %" PRIu32, i);
+    a->events_consumed = 0;
     a->bus = bus_open(&a->bus_config, name, err, errlen);
     if (a->bus == NULL)
         return -1;
@@ -548,12 +607,11 @@ agg_connect(struct aggregator *a, char *err, size_t errlen)
         || bus_declare_rpc_queue(a->bus, i, err, errlen) != 0
         || bus_declare_private_queue(a->bus, BUS_EXCHANGE_CONTROL, "",
                                      a->control_queue, err, errlen) != 0
-        || bus_consume(a->bus, a->agg_queue, (uint16_t)a->opts.prefetch, err,
-                       errlen) != 0
         || bus_consume(a->bus, a->rpc_queue, (uint16_t)a->opts.prefetch, err,
                        errlen) != 0
         || bus_consume(a->bus, a->control_queue, (uint16_t)a->opts.prefetch,
-                       err, errlen) != 0) {
+                       err, errlen) != 0
+        || (events && agg_consume_events(a, err, errlen) != 0)) {
         bus_close(a->bus);
         a->bus = NULL;
         return -1;
@@ -738,6 +796,11 @@ main(int argc, char **argv)
         log_warn("UNSAFE: %s=1, the write-ahead log is not fsynced; for "
                  "tests and benchmarks only", AGG_UNSAFE_NO_FSYNC_ENV);
     a.replaying = 1;
+    if (getenv(AGG_REPLAY_DELAY_ENV) != NULL)
+        a.replay_delay_ms = strtol(getenv(AGG_REPLAY_DELAY_ENV), NULL, 10);
+    if (agg_connect(&a, 0, err, sizeof(err)) != 0)
+        log_warn("bus: %s (status calls go unanswered during the replay)",
+                 err);
     log_info("replaying %s", a.opts.data_dir);
     snprintf(tag, sizeof(tag), "tally-aggregator %ld forwarder",
              a.opts.instance);
@@ -766,7 +829,13 @@ main(int argc, char **argv)
     a.last_snapshot_us = daemon_monotonic_us();
     pthread_create(&flusher, NULL, agg_flusher, &a);
     while (!daemon_stopping) {
-        if (agg_connect(&a, err, sizeof(err)) != 0) {
+        if (a.bus != NULL && !a.events_consumed
+            && agg_consume_events(&a, err, sizeof(err)) != 0) {
+            log_warn("bus: %s", err);
+            bus_close(a.bus);
+            a.bus = NULL;
+        }
+        if (a.bus == NULL && agg_connect(&a, 1, err, sizeof(err)) != 0) {
             log_warn("bus: %s (retrying in %ld ms)", err, backoff);
             daemon_sleep_ms(backoff);
             backoff = backoff * 2 > DAEMON_RECONNECT_MAX_MS

@@ -411,3 +411,39 @@ def test_broker_alarm_fails_fast(env):
     eventually(lambda: ('result' in rpc(url, 'events.record',
                                         {'events': [ev]}), None),
                SETTLE_S, 'events.record works again after the alarm')
+
+
+def test_status_while_replaying(env):
+    # A restart with a log to replay (slowed by a test hook): the instance
+    # answers cluster.status with "replaying": true and /readyz 503 until
+    # the replay is done, then takes its deliveries with nothing lost.
+    from harness import request_raw
+    url = env.cluster.frontend_url(0)
+    names = owned_by(0, 'replaying', 3)
+    for i in range(40):
+        rpc_result(url, 'events.record', {'events': [
+            {'name': n, 'type': 'counter', 'value': 1} for n in names]})
+    expected = {n: (40, 40.0) for n in names}
+    eventually(lambda: (counts(url, names) == expected, counts(url, names)),
+               SETTLE_S, 'applied')
+    agg = env.cluster.aggregators[0]
+    env.cluster.kill_aggregator(0, signal.SIGKILL)
+    env.cluster.start_aggregator(
+        0, env={'TALLY_TEST_REPLAY_DELAY_MS': '100'}, wait=False)
+
+    def replaying():
+        st = status_of(url, 0) if 0 not in rpc_result(
+            url, 'cluster.status')['unreachable'] else None
+        return st is not None and st['replaying'] is True, st
+
+    eventually(replaying, SETTLE_S, 'status says replaying')
+    status, _, body = request_raw('http://127.0.0.1:%d/readyz' % agg.port,
+                                  'GET')
+    assert status == 503 and b'replaying' in body, (status, body)
+    rpc_result(url, 'events.record', {'events': [
+        {'name': n, 'type': 'counter', 'value': 1} for n in names]})
+    agg.wait_ready()
+    assert status_of(url, 0)['replaying'] is False
+    expected = {n: (41, 41.0) for n in names}
+    eventually(lambda: (counts(url, names) == expected, counts(url, names)),
+               SETTLE_S, 'exact after the replay')
