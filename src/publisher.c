@@ -292,6 +292,7 @@ publisher_drop(struct publisher *p, const char *reason)
 {
     struct publisher_item *again = NULL, **tail = &again;
     uint64_t republished = 0;
+    size_t requeued_bytes = 0;
     int64_t now = daemon_monotonic_us();
     int stopping = publisher_stopping(p);
     char why[PUBLISHER_REASON_MAX];
@@ -316,6 +317,7 @@ publisher_drop(struct publisher *p, const char *reason)
                 *tail = it;
                 tail = &it->next;
                 republished++;
+                requeued_bytes += it->len;
             }
             it = next;
         }
@@ -323,6 +325,7 @@ publisher_drop(struct publisher *p, const char *reason)
     p->flight_count = 0;
     pthread_mutex_lock(&p->lock);
     p->republished += republished;
+    p->queued_bytes += requeued_bytes;
     pthread_mutex_unlock(&p->lock);
     if (again != NULL) {
         pthread_mutex_lock(&p->lock);

@@ -42,7 +42,6 @@
 #define AGG_POLL_MS 100
 #define AGG_GROUP_MAX 256                        /* deliveries per sync */
 #define AGG_GROUP_BYTES (16u * 1024u * 1024u)
-#define AGG_DEDUP_EXPIRE_EVERY_US 1000000
 #define AGG_SNAPSHOT_LOG_BYTES (64ull * 1024 * 1024)
 #define AGG_US_PER_S 1000000LL
 #define AGG_LOG_RETRY_MS 1000
@@ -107,7 +106,7 @@ struct aggregator {
     uint64_t forwarded;            /* forward sub-batches made */
     struct publisher *forwarder;
     struct forward *forward;
-    int64_t dedup_expired_us;
+    int64_t started_us;            /* wall clock at start */
     uint64_t log_errors;
     int64_t last_snapshot_us;      /* monotonic */
     int no_fsync;
@@ -281,14 +280,23 @@ agg_forward(struct aggregator *a, const struct codec_message *msg,
             if (e->kind == CODEC_ENTRY_DEDUP_KEYS
                 || slotmap_owner(a->map, e->slot) != target)
                 continue;
-            skip_entry[e - msg->entries] = 1;
-            if (codec_put_entry(&enc, e) == 0)
+            if (codec_put_entry(&enc, e) == 0) {
+                skip_entry[e - msg->entries] = 1;
                 put++;
-            else
-                log_error("cannot forward an entry: %s", enc.err);
+            } else {
+                log_error("cannot forward an entry (applied here): %s",
+                          enc.err);
+            }
         }
         if (put == 0 || codec_subbatch_end(&enc) != 0
             || codec_message_end(&enc) != 0) {
+            if (put > 0) {          /* not sent: apply them here instead */
+                log_error("cannot forward a batch (applied here): %s",
+                          enc.err);
+                for (size_t i = 0; i < sb->entry_count; i++)
+                    if (slotmap_owner(a->map, sb->entries[i].slot) == target)
+                        skip_entry[&sb->entries[i] - msg->entries] = 0;
+            }
             buf_writer_destroy(&out);
             continue;
         }
@@ -351,6 +359,7 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     struct codec_message msg;
     struct store_notice *notices;
     uint8_t *skip, *skip_entry;
+    int64_t now_us;
     size_t n;
     char err[CODEC_ERR_MAX];
 
@@ -358,18 +367,27 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
         log_error("logged message does not decode: %s", err);
         return;
     }
+    /* Keys are aged from when this instance first saw them (a message
+     * held up behind a backlog is still protected for the whole horizon),
+     * replayed keys from no earlier than this start (a restart long after
+     * a crash still drops the redeliveries), and expiry runs before every
+     * decision, so a replay decides exactly as the live run did. */
+    now_us = replaying && applied_us < a->started_us ? a->started_us
+                                                      : applied_us;
+    dedup_expire(a->dedup, now_us);
+    dedup_expire(a->batches, now_us);
     skip = xcalloc(msg.subbatch_count + 1, 1);
     skip_entry = xcalloc(msg.entry_count + 1, 1);
     for (size_t b = 0; b < msg.subbatch_count; b++) {
         const struct codec_subbatch *sb = &msg.subbatches[b];
+        int64_t seen_us = sb->created_us > now_us ? sb->created_us : now_us;
 
-        skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key,
-                                      sb->created_us, applied_us);
+        skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key, seen_us,
+                                      now_us);
         a->dedup_skipped += skip[b];
         if (skip[b] || !(sb->flags & CODEC_SB_ENVELOPE))
             continue;
-        if (dedup_seen(a->batches, sb->batch_key, sb->created_us,
-                       applied_us)) {
+        if (dedup_seen(a->batches, sb->batch_key, seen_us, now_us)) {
             skip[b] = 1;
             a->batches_skipped++;
             continue;
@@ -387,10 +405,6 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     free(skip);
     free(skip_entry);
     codec_message_destroy(&msg);
-    if (applied_us - a->dedup_expired_us > AGG_DEDUP_EXPIRE_EVERY_US) {
-        dedup_expire(a->dedup, applied_us);
-        a->dedup_expired_us = applied_us;
-    }
     if (replaying) {
         if (a->replay_delay_ms > 0)          /* test hook */
             daemon_sleep_ms(a->replay_delay_ms);
@@ -436,6 +450,8 @@ agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
     for (i = 0; i < n; i++) {
         agg_apply(a, pending[i].data, pending[i].len, now, 0);
         daemon_crash_point("applied");
+    }
+    for (i = 0; i < n; i++) {       /* all applied first, as a replay would */
         if (bus_ack(a->bus, pending[i].tag, err, sizeof(err)) != 0) {
             log_error("bus: %s", err);
             return -1;
@@ -796,6 +812,7 @@ main(int argc, char **argv)
         log_warn("UNSAFE: %s=1, the write-ahead log is not fsynced; for "
                  "tests and benchmarks only", AGG_UNSAFE_NO_FSYNC_ENV);
     a.replaying = 1;
+    a.started_us = daemon_now_us();
     if (getenv(AGG_REPLAY_DELAY_ENV) != NULL)
         a.replay_delay_ms = strtol(getenv(AGG_REPLAY_DELAY_ENV), NULL, 10);
     if (agg_connect(&a, 0, err, sizeof(err)) != 0)
@@ -861,6 +878,10 @@ main(int argc, char **argv)
     durable_close(a.durable);
     status = 0;
 out_http:
+    if (a.bus != NULL) {
+        bus_close(a.bus);
+        a.bus = NULL;
+    }
     if (http != NULL)
         http_server_stop(http);
 out_store:
