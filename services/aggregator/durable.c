@@ -27,6 +27,7 @@
 #include "xalloc.h"
 
 #define DURABLE_RECORD_MESSAGE 1
+#define DURABLE_RECORD_FORWARD_DONE 2
 #define DURABLE_SNAP_MAGIC "TLYS"
 #define DURABLE_SNAP_MAGIC_LEN 4
 #define DURABLE_SNAP_VERSION 1
@@ -298,11 +299,16 @@ durable_replay(void *ctx, const uint8_t *data, size_t len,
 {
     struct durable *d = ctx;
     struct buf_reader in;
-    uint8_t kind;
+    uint8_t kind = 0;
     int64_t applied_us;
 
     buf_reader_init(&in, data, len);
-    if (buf_get_u8(&in, &kind) != 0 || kind != DURABLE_RECORD_MESSAGE
+    if (buf_get_u8(&in, &kind) == 0 && kind == DURABLE_RECORD_FORWARD_DONE
+        && buf_remaining(&in) == FORWARD_KEY_SIZE) {
+        forward_remove(d->forward, data + in.pos);
+        return 0;
+    }
+    if (kind != DURABLE_RECORD_MESSAGE
         || buf_get_svarint(&in, &applied_us) != 0) {
         snprintf(err, errlen, "log record at segment %llu offset %llu: "
                  "unknown kind or truncated",
@@ -397,6 +403,21 @@ durable_log(struct durable *d, const void *message, size_t len,
         d->logged_since_snapshot += rec.len;
     buf_writer_destroy(&rec);
     return rc;
+}
+
+int
+durable_log_forward_done(struct durable *d,
+                         const uint8_t key[FORWARD_KEY_SIZE], char *err,
+                         size_t errlen)
+{
+    uint8_t rec[1 + FORWARD_KEY_SIZE];
+
+    rec[0] = DURABLE_RECORD_FORWARD_DONE;
+    memcpy(rec + 1, key, FORWARD_KEY_SIZE);
+    if (wal_append(d->wal, rec, sizeof(rec), NULL, err, errlen) != 0)
+        return -1;
+    d->logged_since_snapshot += sizeof(rec);
+    return 0;
 }
 
 int

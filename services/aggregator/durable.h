@@ -11,9 +11,10 @@
  *   now and then: durable_snapshot: rotate the log, write the snapshot
  *            (temp file, fsync, rename, fsync dir), trim old segments
  *
- * One log record: kind u8 (1 = bus message), applied_us svarint (the
+ * Log records: kind u8 1 = a bus message: applied_us svarint (the
  * aggregator's clock when it applied it, so a replay folds exactly as the
- * first run did), then the bus message bytes (schema/bus-batch.md).
+ * first run did), then the bus message bytes (schema/bus-batch.md);
+ * kind 2 = a forward confirmed: its 16-byte sub-batch key.
  */
 #ifndef TALLY_DURABLE_H
 #define TALLY_DURABLE_H
@@ -63,6 +64,11 @@ void durable_close(struct durable *d);
 /* Appends the record of one message; 0 or -1 (nothing of it is logged). */
 int durable_log(struct durable *d, const void *message, size_t len,
                 int64_t applied_us, char *err, size_t errlen);
+/* Appends a record saying the forward KEY was confirmed: a replay drops
+ * it from the pending forwards instead of sending it again. */
+int durable_log_forward_done(struct durable *d,
+                             const uint8_t key[FORWARD_KEY_SIZE], char *err,
+                             size_t errlen);
 /* Makes every logged record durable; 0 or -1. */
 int durable_sync(struct durable *d, char *err, size_t errlen);
 /* Writes a snapshot of STORE, the key sets and the pending forwards, then

@@ -21,6 +21,7 @@ struct forward_entry {
     int notice;                         /* 1: a raw notice, not a forward */
     char *exchange, *routing_key, *content_type, *reason;
     uint32_t instance;
+    uint8_t key[FORWARD_KEY_SIZE];
     uint8_t *data;
     size_t len;
     int in_flight;
@@ -32,6 +33,9 @@ struct forward {
     pthread_mutex_t lock;
     struct forward_entry *pending;
     size_t count;
+    int hold;                           /* replaying: add, do not send */
+    uint8_t *confirmed;                 /* keys of confirmed forwards */
+    size_t confirmed_count, confirmed_cap;
 };
 
 static void
@@ -66,6 +70,7 @@ forward_destroy(struct forward *f)
         f->pending = e->next;
         forward_entry_free(e);
     }
+    free(f->confirmed);
     pthread_mutex_destroy(&f->lock);
     free(f);
 }
@@ -94,8 +99,52 @@ forward_settled(void *ctx, int ok, const char *reason)
         ;
     *p = e->next;
     f->count -= !e->notice;
+    if (!e->notice) {
+        if (f->confirmed_count == f->confirmed_cap) {
+            f->confirmed_cap = f->confirmed_cap ? f->confirmed_cap * 2 : 64;
+            f->confirmed = xrealloc(f->confirmed,
+                                    f->confirmed_cap * FORWARD_KEY_SIZE);
+        }
+        memcpy(f->confirmed + f->confirmed_count++ * FORWARD_KEY_SIZE,
+               e->key, FORWARD_KEY_SIZE);
+    }
     pthread_mutex_unlock(&f->lock);
     forward_entry_free(e);
+}
+
+size_t
+forward_take_confirmed(struct forward *f, uint8_t **keys)
+{
+    size_t n;
+
+    pthread_mutex_lock(&f->lock);
+    *keys = f->confirmed;
+    n = f->confirmed_count;
+    f->confirmed = NULL;
+    f->confirmed_count = 0;
+    f->confirmed_cap = 0;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+void
+forward_remove(struct forward *f, const uint8_t key[FORWARD_KEY_SIZE])
+{
+    struct forward_entry **p, *e = NULL;
+
+    pthread_mutex_lock(&f->lock);
+    for (p = &f->pending; *p != NULL; p = &(*p)->next) {
+        if (!(*p)->notice && !(*p)->in_flight
+            && memcmp((*p)->key, key, FORWARD_KEY_SIZE) == 0) {
+            e = *p;
+            *p = e->next;
+            f->count--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (e != NULL)
+        forward_entry_free(e);
 }
 
 /* Hands E to the publisher; the lock is not held. */
@@ -153,21 +202,32 @@ forward_add_notice(struct forward *f, const char *exchange,
 }
 
 void
-forward_add(struct forward *f, uint32_t instance, uint8_t *data, size_t len)
+forward_add(struct forward *f, uint32_t instance,
+            const uint8_t key[FORWARD_KEY_SIZE], uint8_t *data, size_t len)
 {
     struct forward_entry *e = xcalloc(1, sizeof(*e));
 
     e->owner = f;
     e->instance = instance;
+    memcpy(e->key, key, FORWARD_KEY_SIZE);
     e->data = data;
     e->len = len;
-    e->in_flight = 1;
     pthread_mutex_lock(&f->lock);
+    e->in_flight = !f->hold;
     e->next = f->pending;
     f->pending = e;
     f->count++;
     pthread_mutex_unlock(&f->lock);
-    forward_send(f, e);
+    if (e->in_flight)
+        forward_send(f, e);
+}
+
+void
+forward_hold(struct forward *f, int hold)
+{
+    pthread_mutex_lock(&f->lock);
+    f->hold = hold;
+    pthread_mutex_unlock(&f->lock);
 }
 
 void
@@ -179,7 +239,7 @@ forward_poll(struct forward *f)
         struct forward_entry *e;
 
         pthread_mutex_lock(&f->lock);
-        for (e = f->pending; e != NULL; e = e->next)
+        for (e = f->hold ? NULL : f->pending; e != NULL; e = e->next)
             if (!e->in_flight && now >= e->retry_at_us)
                 break;
         if (e != NULL)
@@ -211,6 +271,7 @@ forward_encode(struct forward *f, struct buf_writer *out)
         if (e->notice)
             continue;
         buf_put_varint(out, e->instance);
+        buf_put_bytes(out, e->key, FORWARD_KEY_SIZE);
         buf_put_string(out, e->data, e->len);
     }
     pthread_mutex_unlock(&f->lock);
@@ -227,11 +288,12 @@ forward_decode(struct forward *f, struct buf_reader *in, char *err,
         return -1;
     }
     for (uint64_t i = 0; i < count; i++) {
-        const uint8_t *data;
+        const uint8_t *data, *key;
         size_t len;
         uint8_t *copy;
 
         if (buf_get_varint(in, &instance) != 0 || instance > UINT32_MAX
+            || buf_get_bytes(in, &key, FORWARD_KEY_SIZE) != 0
             || buf_get_string(in, &data, &len, CODEC_MESSAGE_MAX) != 0
             || len == 0) {
             snprintf(err, errlen, "snapshot: forward %llu is malformed",
@@ -245,6 +307,7 @@ forward_decode(struct forward *f, struct buf_reader *in, char *err,
 
             e->owner = f;
             e->instance = (uint32_t)instance;
+            memcpy(e->key, key, FORWARD_KEY_SIZE);
             e->data = copy;
             e->len = len;
             pthread_mutex_lock(&f->lock);

@@ -303,7 +303,7 @@ agg_forward(struct aggregator *a, const struct codec_message *msg,
         {
             uint8_t *data = buf_writer_release(&out, &len);
 
-            forward_add(a->forward, target, data, len);
+            forward_add(a->forward, target, fwd.dedup_key, data, len);
         }
         a->forwarded++;
     }
@@ -635,6 +635,26 @@ agg_connect(struct aggregator *a, int events, char *err, size_t errlen)
     return 0;
 }
 
+/* Logs the keys of forwards the broker confirmed, so a replay does not
+ * send them again (their targets may have forgotten them by then). */
+static void
+agg_log_forwards_done(struct aggregator *a)
+{
+    uint8_t *keys;
+    size_t n = forward_take_confirmed(a->forward, &keys);
+    char err[DURABLE_ERR_MAX];
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (durable_log_forward_done(a->durable, keys + i * FORWARD_KEY_SIZE,
+                                     err, sizeof(err)) != 0)
+            break;
+    if (n > 0 && (i < n || durable_sync(a->durable, err, sizeof(err)) != 0))
+        log_warn("cannot log confirmed forwards (sent again after a "
+                 "restart): %s", err);
+    free(keys);
+}
+
 /* Writes a snapshot when the interval passed or the log grew large. */
 static void
 agg_maybe_snapshot(struct aggregator *a)
@@ -714,6 +734,7 @@ agg_serve(struct aggregator *a)
         if (rc < 0 || failed || bus_broken(a->bus))
             break;
         forward_poll(a->forward);
+        agg_log_forwards_done(a);
         agg_maybe_snapshot(a);
     }
     free(pending);
@@ -824,6 +845,7 @@ main(int argc, char **argv)
     a.forwarder = publisher_create(&a.bus_config, a.map,
                                    DAEMON_BUS_TIMEOUT_MS, tag);
     a.forward = forward_create(a.forwarder);
+    forward_hold(a.forward, 1);             /* until the replay is done */
     a.durable = durable_open(a.opts.data_dir, a.store, a.forward,
                              a.opts.dedup_horizon_s * AGG_US_PER_S,
                              a.no_fsync, agg_apply, &a, &a.dedup,
@@ -843,6 +865,7 @@ main(int argc, char **argv)
                  ds.truncated_bytes);
     }
     a.replaying = 0;
+    forward_hold(a.forward, 0);
     a.last_snapshot_us = daemon_monotonic_us();
     pthread_create(&flusher, NULL, agg_flusher, &a);
     while (!daemon_stopping) {
