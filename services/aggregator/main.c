@@ -2,17 +2,23 @@
  * tally-aggregator --instance i: owns the slots the map gives instance i.
  *
  *   main thread (one AMQP connection)
- *     tally.agg.<i>  --codec_decode--> store_apply --> ack
+ *     tally.agg.<i>  group of deliveries --> write-ahead log, one fsync
+ *                      --> agg_apply each: sub-batch keys (dedup.c) drop
+ *                      redeliveries; envelopes: batch key checked, own
+ *                      entries applied, the rest forwarded (forward.c)
+ *                      --> store_apply --> ack
  *                      refused entries --> tally.rejected (reason header)
  *                      tombstones --> cache tombstone --> tally.control
- *     tally.rpc.<i>  get / list / status --> reply_to
+ *     tally.rpc.<i>  get / list / status --> reply_to (also while the
+ *                    log replays at start)
  *     control queue  (announcements; nothing to do yet)
+ *   forwarder        a confirm-mode publisher: forwards and notices
  *   flusher thread   every flush interval: store_collect --> cache_put
  *   HTTP             /healthz, /readyz
  *
  * Durable: a delivery is acked only once its record is in the fsynced
- * write-ahead log (durable.c); a restart replays snapshot + log, and
- * sub-batch keys (dedup.c) drop redeliveries.
+ * write-ahead log (durable.c); a restart loads the snapshot and replays
+ * the log after it.
  */
 #include <inttypes.h>
 #include <json-c/json.h>

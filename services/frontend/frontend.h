@@ -10,7 +10,10 @@
  *   inbox.c      the consuming connection: tally.ingest, control
  *                messages, replies to tally.rpc requests
  *   meta.c       the short local cache of metric types and generations
- *   publisher.c  the publishing connection (group commit, confirms)
+ *   src/publisher.c  the publishing connection (group commit, confirms)
+ *
+ * A call with a batch id (an ingest message with a message_id) travels as
+ * one envelope to the owner of the batch key's slot (schema/dedup.md).
  */
 #ifndef TALLY_FRONTEND_H
 #define TALLY_FRONTEND_H
