@@ -35,6 +35,7 @@
 
 #include "buf.h"
 #include "codec.h"
+#include "errmsg.h"
 #include "hash.h"
 #include "number.h"
 #include "xalloc.h"
@@ -59,21 +60,6 @@ enum cache_round {
     CACHE_ROUND_WRITTEN = 1,
     CACHE_ROUND_RACED = 2,
 };
-
-static void cache_say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-cache_say(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* "memcached HOST:PORT: " and the formatted text, HOST:PORT being the
  * server that holds GROUP. */
@@ -197,7 +183,7 @@ cache_add_servers(memcached_st *mc, const char *servers, char *err,
             !cache_host_ok(entry, (size_t)(colon - 1 - entry)) ||
             number_parse_uint64(colon, (size_t)(end - colon), &port) != 0 ||
             port < 1 || port > CACHE_PORT_MAX) {
-            cache_say(err, errlen, "memcached server \"%.*s\" is not host:port",
+            errmsg_say(err, errlen, "memcached server \"%.*s\" is not host:port",
                       (int)(end - entry), entry);
             return -1;
         }
@@ -205,7 +191,7 @@ cache_add_servers(memcached_st *mc, const char *servers, char *err,
         rc = memcached_server_add(mc, host, (in_port_t)port);
         free(host);
         if (rc != MEMCACHED_SUCCESS) {
-            cache_say(err, errlen, "memcached server \"%.*s\": %s",
+            errmsg_say(err, errlen, "memcached server \"%.*s\": %s",
                       (int)(end - entry), entry, memcached_strerror(mc, rc));
             return -1;
         }
@@ -238,20 +224,20 @@ cache_create(const char *servers, int timeout_ms, char *err, size_t errlen)
     memcached_return_t rc;
 
     if (timeout_ms < 1 || timeout_ms > CACHE_TIMEOUT_MS_MAX) {
-        cache_say(err, errlen, "memcached timeout %d ms out of range 1..%d",
+        errmsg_say(err, errlen, "memcached timeout %d ms out of range 1..%d",
                   timeout_ms, CACHE_TIMEOUT_MS_MAX);
         return NULL;
     }
     master = memcached_create(NULL);
     if (master == NULL) {
-        cache_say(err, errlen, "memcached: cannot create a client");
+        errmsg_say(err, errlen, "memcached: cannot create a client");
         return NULL;
     }
     for (size_t i = 0; i < sizeof(behaviors) / sizeof(behaviors[0]); i++) {
         rc = memcached_behavior_set(master, behaviors[i].behavior,
                                     behaviors[i].value);
         if (rc != MEMCACHED_SUCCESS) {
-            cache_say(err, errlen, "memcached behavior %d: %s",
+            errmsg_say(err, errlen, "memcached behavior %d: %s",
                       (int)behaviors[i].behavior, memcached_strerror(master, rc));
             goto fail;
         }
@@ -262,7 +248,7 @@ cache_create(const char *servers, int timeout_ms, char *err, size_t errlen)
     c->master = master;
     c->pool = memcached_pool_create(master, 1, CACHE_POOL_MAX);
     if (c->pool == NULL) {
-        cache_say(err, errlen, "memcached: cannot create a connection pool");
+        errmsg_say(err, errlen, "memcached: cannot create a connection pool");
         goto fail;
     }
     return c;
@@ -294,10 +280,10 @@ cache_borrow(struct cache *c, char *err, size_t errlen)
 
     mc = memcached_pool_fetch(c->pool, &wait, &rc);
     if (mc == NULL && rc == MEMCACHED_TIMEOUT)
-        cache_say(err, errlen, "memcached: no free connection in the pool "
+        errmsg_say(err, errlen, "memcached: no free connection in the pool "
                   "within %d s", CACHE_POOL_WAIT_S);
     else if (mc == NULL)
-        cache_say(err, errlen, "memcached: cannot take a connection from the "
+        errmsg_say(err, errlen, "memcached: cannot take a connection from the "
                   "pool: %s", memcached_strerror(NULL, rc));
     return mc;
 }
@@ -438,7 +424,7 @@ cache_put(struct cache *c, const char *name, size_t name_len,
 
     buf_reader_init(&r, value, len);
     if (codec_cache_header_decode(&r, &next, why, sizeof(why)) != 0) {
-        cache_say(err, errlen, "cache value for %.*s: %s", (int)key_len, key,
+        errmsg_say(err, errlen, "cache value for %.*s: %s", (int)key_len, key,
                   why);
         return -1;
     }

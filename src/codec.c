@@ -19,12 +19,12 @@
 #include "codec.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "crc32c.h"
+#include "errmsg.h"
 #include "slotmap.h"
 #include "xalloc.h"
 
@@ -54,28 +54,13 @@
 
 /* ---- shared helpers ------------------------------------------------- */
 
-static void codec_say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-codec_say(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* The event name rule of event.h ([A-Za-z0-9._:/-], 1..EVENT_NAME_MAX),
  * with a precise reason. Returns 0, or -1 with a reason. */
 static int
 codec_check_name(const char *name, size_t len, char *why, size_t whylen)
 {
     if (len < 1 || len > EVENT_NAME_MAX) {
-        codec_say(why, whylen, "name length %zu out of range 1..%d", len,
+        errmsg_say(why, whylen, "name length %zu out of range 1..%d", len,
                   EVENT_NAME_MAX);
         return -1;
     }
@@ -83,7 +68,7 @@ codec_check_name(const char *name, size_t len, char *why, size_t whylen)
         unsigned char c = (unsigned char)name[i];
 
         if (!event_name_char_valid(c)) {
-            codec_say(why, whylen, "bad name character 0x%02x", c);
+            errmsg_say(why, whylen, "bad name character 0x%02x", c);
             return -1;
         }
     }
@@ -96,7 +81,7 @@ static int
 codec_check_origin(const char *origin, size_t len, char *why, size_t whylen)
 {
     if (len < 1 || len > CODEC_ORIGIN_MAX) {
-        codec_say(why, whylen, "origin length %zu out of range 1..%d", len,
+        errmsg_say(why, whylen, "origin length %zu out of range 1..%d", len,
                   CODEC_ORIGIN_MAX);
         return -1;
     }
@@ -104,7 +89,7 @@ codec_check_origin(const char *origin, size_t len, char *why, size_t whylen)
         unsigned char c = (unsigned char)origin[i];
 
         if (c < 0x21 || c > 0x7e) {
-            codec_say(why, whylen, "bad origin character 0x%02x", c);
+            errmsg_say(why, whylen, "bad origin character 0x%02x", c);
             return -1;
         }
     }
@@ -115,7 +100,7 @@ static int
 codec_check_slot(uint64_t slot, char *why, size_t whylen)
 {
     if (slot >= SLOTMAP_SLOTS) {
-        codec_say(why, whylen, "slot %llu out of range",
+        errmsg_say(why, whylen, "slot %llu out of range",
                   (unsigned long long)slot);
         return -1;
     }
@@ -129,7 +114,7 @@ codec_check_type(unsigned type, int allow_any, char *why, size_t whylen)
     if ((allow_any && type == CODEC_TYPE_ANY)
         || (type >= EVENT_TYPE_MIN && type <= EVENT_TYPE_MAX))
         return 0;
-    codec_say(why, whylen, "type %u out of range", type);
+    errmsg_say(why, whylen, "type %u out of range", type);
     return -1;
 }
 
@@ -137,11 +122,11 @@ static int
 codec_check_value(double v, char *why, size_t whylen)
 {
     if (!isfinite(v)) {
-        codec_say(why, whylen, "value not finite");
+        errmsg_say(why, whylen, "value not finite");
         return -1;
     }
     if (fabs(v) > EVENT_VALUE_MAX) {
-        codec_say(why, whylen, "value %g out of range", v);
+        errmsg_say(why, whylen, "value %g out of range", v);
         return -1;
     }
     return 0;
@@ -152,7 +137,7 @@ codec_check_length(const char *what, size_t len, size_t min, size_t max,
                    char *why, size_t whylen)
 {
     if (len < min || len > max) {
-        codec_say(why, whylen, "%s length %zu out of range %zu..%zu", what,
+        errmsg_say(why, whylen, "%s length %zu out of range %zu..%zu", what,
                   len, min, max);
         return -1;
     }
@@ -166,7 +151,7 @@ codec_get_u8(struct buf_reader *r, const char *what, uint8_t *v, char *why,
              size_t whylen)
 {
     if (buf_get_u8(r, v) != 0) {
-        codec_say(why, whylen, "truncated %s", what);
+        errmsg_say(why, whylen, "truncated %s", what);
         return -1;
     }
     return 0;
@@ -177,7 +162,7 @@ codec_get_varint(struct buf_reader *r, const char *what, uint64_t *v,
                  char *why, size_t whylen)
 {
     if (buf_get_varint(r, v) != 0) {
-        codec_say(why, whylen, "truncated or malformed %s", what);
+        errmsg_say(why, whylen, "truncated or malformed %s", what);
         return -1;
     }
     return 0;
@@ -188,7 +173,7 @@ codec_get_svarint(struct buf_reader *r, const char *what, int64_t *v,
                   char *why, size_t whylen)
 {
     if (buf_get_svarint(r, v) != 0) {
-        codec_say(why, whylen, "truncated or malformed %s", what);
+        errmsg_say(why, whylen, "truncated or malformed %s", what);
         return -1;
     }
     return 0;
@@ -199,7 +184,7 @@ codec_get_bytes(struct buf_reader *r, const char *what, const uint8_t **p,
                 size_t n, char *why, size_t whylen)
 {
     if (buf_get_bytes(r, p, n) != 0) {
-        codec_say(why, whylen, "truncated %s", what);
+        errmsg_say(why, whylen, "truncated %s", what);
         return -1;
     }
     return 0;
@@ -214,16 +199,16 @@ codec_get_string(struct buf_reader *r, const char *what, size_t min,
     uint64_t len;
 
     if (buf_get_varint(r, &len) != 0) {
-        codec_say(why, whylen, "truncated or malformed %s length", what);
+        errmsg_say(why, whylen, "truncated or malformed %s length", what);
         return -1;
     }
     if (len < min || len > max) {
-        codec_say(why, whylen, "%s length %llu out of range %zu..%zu", what,
+        errmsg_say(why, whylen, "%s length %llu out of range %zu..%zu", what,
                   (unsigned long long)len, min, max);
         return -1;
     }
     if (len > buf_remaining(r)) {
-        codec_say(why, whylen, "truncated %s", what);
+        errmsg_say(why, whylen, "truncated %s", what);
         return -1;
     }
     *n = (size_t)len;
@@ -234,7 +219,7 @@ static int
 codec_get_slot(struct buf_reader *r, uint16_t *slot, char *why, size_t whylen)
 {
     if (buf_get_u16(r, slot) != 0) {
-        codec_say(why, whylen, "truncated slot");
+        errmsg_say(why, whylen, "truncated slot");
         return -1;
     }
     return codec_check_slot(*slot, why, whylen);
@@ -280,12 +265,12 @@ codec_decode_event(struct buf_reader *r, struct codec_entry *e, char *why,
         ev->str = (const char *)p;
         ev->value = 0;
         if (!event_string_valid(ev->str, ev->str_len)) {
-            codec_say(why, whylen, "string is not valid UTF-8");
+            errmsg_say(why, whylen, "string is not valid UTF-8");
             return -1;
         }
     } else {
         if (buf_get_double(r, &ev->value) != 0) {
-            codec_say(why, whylen, "truncated value");
+            errmsg_say(why, whylen, "truncated value");
             return -1;
         }
         if (codec_check_value(ev->value, why, whylen) != 0)
@@ -298,7 +283,7 @@ codec_decode_event(struct buf_reader *r, struct codec_entry *e, char *why,
         return -1;
     ev->source = ev->source_len == 0 ? "" : (const char *)p;
     if (!event_source_valid(ev->source, ev->source_len)) {
-        codec_say(why, whylen, "source is not UTF-8 without control "
+        errmsg_say(why, whylen, "source is not UTF-8 without control "
                   "characters");
         return -1;
     }
@@ -316,7 +301,7 @@ codec_decode_partial(struct buf_reader *r, struct codec_entry *e, char *why,
                              why, whylen) != 0)
         return -1;
     if (e->u.partial.bucket_start_s % CODEC_BUCKET_GRANULE_S != 0) {
-        codec_say(why, whylen, "bucket start %lld not a multiple of %d",
+        errmsg_say(why, whylen, "bucket start %lld not a multiple of %d",
                   (long long)e->u.partial.bucket_start_s,
                   CODEC_BUCKET_GRANULE_S);
         return -1;
@@ -325,14 +310,14 @@ codec_decode_partial(struct buf_reader *r, struct codec_entry *e, char *why,
                                       - CODEC_GRANULE_US
         || e->u.partial.bucket_start_s < INT64_MIN / CODEC_US_PER_S
                                          + CODEC_GRANULE_US) {
-        codec_say(why, whylen, "bucket start out of range");
+        errmsg_say(why, whylen, "bucket start out of range");
         return -1;
     }
     if (codec_get_varint(r, "first offset", &first, why, whylen) != 0
         || codec_get_varint(r, "time span", &span, why, whylen) != 0)
         return -1;
     if (first >= CODEC_GRANULE_US || span >= CODEC_GRANULE_US - first) {
-        codec_say(why, whylen, "event times outside the granule");
+        errmsg_say(why, whylen, "event times outside the granule");
         return -1;
     }
     e->u.partial.first_us = e->u.partial.bucket_start_s * CODEC_US_PER_S
@@ -342,7 +327,7 @@ codec_decode_partial(struct buf_reader *r, struct codec_entry *e, char *why,
                          whylen) != 0)
         return -1;
     if (e->u.partial.event_count == 0) {
-        codec_say(why, whylen, "event count 0");
+        errmsg_say(why, whylen, "event count 0");
         return -1;
     }
     return codec_get_string(r, "state", 1, CODEC_STATE_MAX,
@@ -382,12 +367,12 @@ codec_decode_dedup_keys(struct buf_reader *r, struct codec_entry *e,
         || codec_get_varint(r, "key count", &count, why, whylen) != 0)
         return -1;
     if (count < 1 || count > CODEC_DEDUP_KEYS_MAX) {
-        codec_say(why, whylen, "key count %llu out of range 1..%u",
+        errmsg_say(why, whylen, "key count %llu out of range 1..%u",
                   (unsigned long long)count, CODEC_DEDUP_KEYS_MAX);
         return -1;
     }
     if (count > buf_remaining(r) / CODEC_DEDUP_KEY_MIN_SIZE) {
-        codec_say(why, whylen, "key count %llu exceeds what %zu bytes can hold",
+        errmsg_say(why, whylen, "key count %llu exceeds what %zu bytes can hold",
                   (unsigned long long)count, buf_remaining(r));
         return -1;
     }
@@ -396,12 +381,12 @@ codec_decode_dedup_keys(struct buf_reader *r, struct codec_entry *e,
         const uint8_t *k;
 
         if (buf_get_bytes(r, &k, CODEC_KEY_SIZE) != 0) {
-            codec_say(why, whylen, "truncated key %zu", i);
+            errmsg_say(why, whylen, "truncated key %zu", i);
             goto fail;
         }
         memcpy(keys[i].key, k, CODEC_KEY_SIZE);
         if (buf_get_svarint(r, &keys[i].created_us) != 0) {
-            codec_say(why, whylen, "truncated or malformed created_us of key %zu",
+            errmsg_say(why, whylen, "truncated or malformed created_us of key %zu",
                       i);
             goto fail;
         }
@@ -431,11 +416,11 @@ codec_decode_entry(struct buf_reader *r, struct codec_entry *e, char *why,
                             whylen) != 0)
         return -1;
     if (kind < CODEC_ENTRY_EVENT || kind > CODEC_ENTRY_DEDUP_KEYS) {
-        codec_say(why, whylen, "unknown kind %u", kind);
+        errmsg_say(why, whylen, "unknown kind %u", kind);
         return -1;
     }
     if (payload_len > buf_remaining(r)) {
-        codec_say(why, whylen, "payload length %llu exceeds %zu remaining "
+        errmsg_say(why, whylen, "payload length %llu exceeds %zu remaining "
                   "bytes", (unsigned long long)payload_len, buf_remaining(r));
         return -1;
     }
@@ -463,7 +448,7 @@ codec_decode_entry(struct buf_reader *r, struct codec_entry *e, char *why,
     if (rc != 0)
         return -1;
     if (buf_remaining(&pr) != 0) {
-        codec_say(why, whylen, "%zu trailing bytes in payload",
+        errmsg_say(why, whylen, "%zu trailing bytes in payload",
                   buf_remaining(&pr));
         if (e->kind == CODEC_ENTRY_DEDUP_KEYS) {
             free(e->u.dedup.keys);
@@ -489,12 +474,12 @@ codec_decode_subbatch_header(struct buf_reader *r, struct codec_subbatch *sb,
     if (codec_get_u8(r, "flags", &sb->flags, why, whylen) != 0)
         return -1;
     if ((sb->flags & ~CODEC_SB_FLAGS_KNOWN) != 0) {
-        codec_say(why, whylen, "unknown flags 0x%02x", sb->flags);
+        errmsg_say(why, whylen, "unknown flags 0x%02x", sb->flags);
         return -1;
     }
     if ((sb->flags & CODEC_SB_ENVELOPE) != 0
         && (sb->flags & CODEC_SB_HAS_BATCH_KEY) == 0) {
-        codec_say(why, whylen, "envelope flag without a batch key");
+        errmsg_say(why, whylen, "envelope flag without a batch key");
         return -1;
     }
     if ((sb->flags & CODEC_SB_HAS_BATCH_KEY) != 0) {
@@ -512,13 +497,13 @@ codec_decode_subbatch_header(struct buf_reader *r, struct codec_subbatch *sb,
                             whylen) != 0)
         return -1;
     if (sb->map_version == 0) {
-        codec_say(why, whylen, "map version 0");
+        errmsg_say(why, whylen, "map version 0");
         return -1;
     }
     if (codec_get_u8(r, "hop count", &sb->hop_count, why, whylen) != 0)
         return -1;
     if (sb->hop_count > CODEC_HOP_MAX) {
-        codec_say(why, whylen, "hop count %u exceeds %d", sb->hop_count,
+        errmsg_say(why, whylen, "hop count %u exceeds %d", sb->hop_count,
                   CODEC_HOP_MAX);
         return -1;
     }
@@ -526,19 +511,19 @@ codec_decode_subbatch_header(struct buf_reader *r, struct codec_subbatch *sb,
         || codec_get_varint(r, "reserved field", &reserved, why, whylen) != 0)
         return -1;
     if (reserved != 0) {
-        codec_say(why, whylen, "reserved field %llu must be 0",
+        errmsg_say(why, whylen, "reserved field %llu must be 0",
                   (unsigned long long)reserved);
         return -1;
     }
     if (codec_get_varint(r, "entry count", entry_count, why, whylen) != 0)
         return -1;
     if (*entry_count < 1 || *entry_count > CODEC_ENTRY_MAX) {
-        codec_say(why, whylen, "entry count %llu out of range 1..%u",
+        errmsg_say(why, whylen, "entry count %llu out of range 1..%u",
                   (unsigned long long)*entry_count, CODEC_ENTRY_MAX);
         return -1;
     }
     if (*entry_count > buf_remaining(r) / CODEC_ENTRY_MIN_SIZE) {
-        codec_say(why, whylen, "entry count %llu exceeds what %zu bytes can "
+        errmsg_say(why, whylen, "entry count %llu exceeds what %zu bytes can "
                   "hold", (unsigned long long)*entry_count, buf_remaining(r));
         return -1;
     }
@@ -554,19 +539,19 @@ codec_check_header(const uint8_t *p, size_t len, char *err, size_t errlen)
     uint32_t body_len, crc;
 
     if (len < CODEC_HEADER_SIZE) {
-        codec_say(err, errlen, "truncated header");
+        errmsg_say(err, errlen, "truncated header");
         return -1;
     }
     if (memcmp(p, CODEC_MAGIC, CODEC_MAGIC_LEN) != 0) {
-        codec_say(err, errlen, "bad magic");
+        errmsg_say(err, errlen, "bad magic");
         return -1;
     }
     if (p[CODEC_OFF_VERSION] != CODEC_VERSION) {
-        codec_say(err, errlen, "unsupported version %u", p[CODEC_OFF_VERSION]);
+        errmsg_say(err, errlen, "unsupported version %u", p[CODEC_OFF_VERSION]);
         return -1;
     }
     if (p[CODEC_OFF_FLAGS] != 0) {
-        codec_say(err, errlen, "header flags 0x%02x must be 0",
+        errmsg_say(err, errlen, "header flags 0x%02x must be 0",
                   p[CODEC_OFF_FLAGS]);
         return -1;
     }
@@ -576,21 +561,21 @@ codec_check_header(const uint8_t *p, size_t len, char *err, size_t errlen)
     (void)buf_get_u32(&r, &body_len);
     (void)buf_get_u32(&r, &crc);
     if (reserved != 0) {
-        codec_say(err, errlen, "header reserved 0x%04x must be 0", reserved);
+        errmsg_say(err, errlen, "header reserved 0x%04x must be 0", reserved);
         return -1;
     }
     if (len > CODEC_MESSAGE_MAX) {
-        codec_say(err, errlen, "message of %zu bytes exceeds %u", len,
+        errmsg_say(err, errlen, "message of %zu bytes exceeds %u", len,
                   CODEC_MESSAGE_MAX);
         return -1;
     }
     if (body_len != len - CODEC_HEADER_SIZE) {
-        codec_say(err, errlen, "body length %u does not match the %zu bytes "
+        errmsg_say(err, errlen, "body length %u does not match the %zu bytes "
                   "after the header", body_len, len - CODEC_HEADER_SIZE);
         return -1;
     }
     if (crc32c(0, p + CODEC_HEADER_SIZE, body_len) != crc) {
-        codec_say(err, errlen, "bad CRC");
+        errmsg_say(err, errlen, "bad CRC");
         return -1;
     }
     return 0;
@@ -614,16 +599,16 @@ codec_decode(const void *data, size_t len, struct codec_message *out,
     out->version = p[CODEC_OFF_VERSION];
     buf_reader_init(&r, p + CODEC_HEADER_SIZE, len - CODEC_HEADER_SIZE);
     if (buf_get_varint(&r, &sb_count) != 0) {
-        codec_say(err, errlen, "truncated or malformed sub-batch count");
+        errmsg_say(err, errlen, "truncated or malformed sub-batch count");
         goto fail;
     }
     if (sb_count < 1 || sb_count > CODEC_SUBBATCH_MAX) {
-        codec_say(err, errlen, "sub-batch count %llu out of range 1..%d",
+        errmsg_say(err, errlen, "sub-batch count %llu out of range 1..%d",
                   (unsigned long long)sb_count, CODEC_SUBBATCH_MAX);
         goto fail;
     }
     if (sb_count > buf_remaining(&r) / CODEC_SUBBATCH_MIN_SIZE) {
-        codec_say(err, errlen, "sub-batch count %llu exceeds what %zu bytes "
+        errmsg_say(err, errlen, "sub-batch count %llu exceeds what %zu bytes "
                   "can hold", (unsigned long long)sb_count,
                   buf_remaining(&r));
         goto fail;
@@ -635,11 +620,11 @@ codec_decode(const void *data, size_t len, struct codec_message *out,
         uint64_t n;
 
         if (codec_decode_subbatch_header(&r, sb, &n, why, sizeof(why)) != 0) {
-            codec_say(err, errlen, "sub-batch %zu: %s", s, why);
+            errmsg_say(err, errlen, "sub-batch %zu: %s", s, why);
             goto fail;
         }
         if (n > CODEC_MESSAGE_ENTRY_MAX - entry_total) {
-            codec_say(err, errlen, "sub-batch %zu: message holds more than %u "
+            errmsg_say(err, errlen, "sub-batch %zu: message holds more than %u "
                       "entries", s, CODEC_MESSAGE_ENTRY_MAX);
             goto fail;
         }
@@ -657,7 +642,7 @@ codec_decode(const void *data, size_t len, struct codec_message *out,
         for (size_t i = 0; i < (size_t)n; i++) {
             if (codec_decode_entry(&r, &out->entries[entry_total + i], why,
                                    sizeof(why)) != 0) {
-                codec_say(err, errlen, "entry %zu of sub-batch %zu: %s", i, s,
+                errmsg_say(err, errlen, "entry %zu of sub-batch %zu: %s", i, s,
                           why);
                 goto fail;
             }
@@ -666,7 +651,7 @@ codec_decode(const void *data, size_t len, struct codec_message *out,
         entry_total += (size_t)n;
     }
     if (buf_remaining(&r) != 0) {
-        codec_say(err, errlen, "%zu trailing bytes after the last sub-batch",
+        errmsg_say(err, errlen, "%zu trailing bytes after the last sub-batch",
                   buf_remaining(&r));
         goto fail;
     }
@@ -740,7 +725,7 @@ codec_check_size(struct codec_encoder *enc, size_t rollback)
     if (codec_message_size(enc) + CODEC_END_MARGIN <= CODEC_MESSAGE_MAX)
         return 0;
     enc->out->len = rollback;
-    codec_say(enc->err, sizeof(enc->err), "message would exceed %u bytes",
+    errmsg_say(enc->err, sizeof(enc->err), "message would exceed %u bytes",
               CODEC_MESSAGE_MAX);
     return -1;
 }
@@ -753,22 +738,22 @@ codec_subbatch_begin(struct codec_encoder *enc,
     size_t start = w->len;
 
     if (enc->in_subbatch) {
-        codec_say(enc->err, sizeof(enc->err), "a sub-batch is already open");
+        errmsg_say(enc->err, sizeof(enc->err), "a sub-batch is already open");
         return -1;
     }
     if (enc->subbatch_count >= CODEC_SUBBATCH_MAX) {
-        codec_say(enc->err, sizeof(enc->err), "message already holds %d "
+        errmsg_say(enc->err, sizeof(enc->err), "message already holds %d "
                   "sub-batches", CODEC_SUBBATCH_MAX);
         return -1;
     }
     if ((sb->flags & ~CODEC_SB_FLAGS_KNOWN) != 0) {
-        codec_say(enc->err, sizeof(enc->err), "unknown flags 0x%02x",
+        errmsg_say(enc->err, sizeof(enc->err), "unknown flags 0x%02x",
                   sb->flags);
         return -1;
     }
     if ((sb->flags & CODEC_SB_ENVELOPE) != 0
         && (sb->flags & CODEC_SB_HAS_BATCH_KEY) == 0) {
-        codec_say(enc->err, sizeof(enc->err),
+        errmsg_say(enc->err, sizeof(enc->err),
                   "envelope flag without a batch key");
         return -1;
     }
@@ -776,11 +761,11 @@ codec_subbatch_begin(struct codec_encoder *enc,
                            sizeof(enc->err)) != 0)
         return -1;
     if (sb->map_version == 0) {
-        codec_say(enc->err, sizeof(enc->err), "map version 0");
+        errmsg_say(enc->err, sizeof(enc->err), "map version 0");
         return -1;
     }
     if (sb->hop_count > CODEC_HOP_MAX) {
-        codec_say(enc->err, sizeof(enc->err), "hop count %u exceeds %d",
+        errmsg_say(enc->err, sizeof(enc->err), "hop count %u exceeds %d",
                   sb->hop_count, CODEC_HOP_MAX);
         return -1;
     }
@@ -807,16 +792,16 @@ static int
 codec_entry_room(struct codec_encoder *enc)
 {
     if (!enc->in_subbatch) {
-        codec_say(enc->err, sizeof(enc->err), "no open sub-batch");
+        errmsg_say(enc->err, sizeof(enc->err), "no open sub-batch");
         return -1;
     }
     if (enc->entry_count >= CODEC_ENTRY_MAX) {
-        codec_say(enc->err, sizeof(enc->err), "sub-batch already holds %u "
+        errmsg_say(enc->err, sizeof(enc->err), "sub-batch already holds %u "
                   "entries", CODEC_ENTRY_MAX);
         return -1;
     }
     if (enc->message_entries + enc->entry_count >= CODEC_MESSAGE_ENTRY_MAX) {
-        codec_say(enc->err, sizeof(enc->err), "message already holds %u "
+        errmsg_say(enc->err, sizeof(enc->err), "message already holds %u "
                   "entries", CODEC_MESSAGE_ENTRY_MAX);
         return -1;
     }
@@ -913,7 +898,7 @@ codec_put_partial(struct codec_encoder *enc, uint16_t slot,
                                   name_len) != 0)
         return -1;
     if (bucket_start_s % CODEC_BUCKET_GRANULE_S != 0) {
-        codec_say(enc->err, sizeof(enc->err), "bucket start %lld not a "
+        errmsg_say(enc->err, sizeof(enc->err), "bucket start %lld not a "
                   "multiple of %d", (long long)bucket_start_s,
                   CODEC_BUCKET_GRANULE_S);
         return -1;
@@ -921,18 +906,18 @@ codec_put_partial(struct codec_encoder *enc, uint16_t slot,
     /* a bucket start this far out could not be a valid event time */
     if (bucket_start_s > INT64_MAX / CODEC_US_PER_S - CODEC_GRANULE_US
         || bucket_start_s < INT64_MIN / CODEC_US_PER_S + CODEC_GRANULE_US) {
-        codec_say(enc->err, sizeof(enc->err), "bucket start out of range");
+        errmsg_say(enc->err, sizeof(enc->err), "bucket start out of range");
         return -1;
     }
     granule_us = bucket_start_s * CODEC_US_PER_S;
     if (first_us < granule_us || last_us < first_us
         || last_us >= granule_us + CODEC_GRANULE_US) {
-        codec_say(enc->err, sizeof(enc->err),
+        errmsg_say(enc->err, sizeof(enc->err),
                   "event times outside the granule");
         return -1;
     }
     if (event_count == 0) {
-        codec_say(enc->err, sizeof(enc->err), "event count 0");
+        errmsg_say(enc->err, sizeof(enc->err), "event count 0");
         return -1;
     }
     if (codec_check_length("state", state_len, 1, CODEC_STATE_MAX, enc->err,
@@ -994,7 +979,7 @@ codec_put_dedup_keys(struct codec_encoder *enc, uint16_t slot,
         || codec_check_slot(slot, enc->err, sizeof(enc->err)) != 0)
         return -1;
     if (count < 1 || count > CODEC_DEDUP_KEYS_MAX) {
-        codec_say(enc->err, sizeof(enc->err), "key count %zu out of range "
+        errmsg_say(enc->err, sizeof(enc->err), "key count %zu out of range "
                   "1..%u", count, CODEC_DEDUP_KEYS_MAX);
         return -1;
     }
@@ -1034,7 +1019,7 @@ codec_put_entry(struct codec_encoder *enc, const struct codec_entry *e)
         return codec_put_dedup_keys(enc, e->slot, e->u.dedup.keys,
                                     e->u.dedup.count);
     }
-    codec_say(enc->err, sizeof(enc->err), "unknown kind %d", (int)e->kind);
+    errmsg_say(enc->err, sizeof(enc->err), "unknown kind %d", (int)e->kind);
     return -1;
 }
 
@@ -1042,13 +1027,13 @@ int
 codec_subbatch_end(struct codec_encoder *enc)
 {
     if (!enc->in_subbatch) {
-        codec_say(enc->err, sizeof(enc->err), "no open sub-batch");
+        errmsg_say(enc->err, sizeof(enc->err), "no open sub-batch");
         return -1;
     }
     enc->in_subbatch = 0;
     if (enc->entry_count == 0) {
         enc->out->len = enc->subbatch_start;
-        codec_say(enc->err, sizeof(enc->err), "empty sub-batch removed");
+        errmsg_say(enc->err, sizeof(enc->err), "empty sub-batch removed");
         return -1;
     }
     codec_insert_varint(enc->out, enc->entries_start, enc->entry_count);
@@ -1066,17 +1051,17 @@ codec_message_end(struct codec_encoder *enc)
     size_t body_len;
 
     if (enc->in_subbatch) {
-        codec_say(enc->err, sizeof(enc->err), "a sub-batch is still open");
+        errmsg_say(enc->err, sizeof(enc->err), "a sub-batch is still open");
         goto fail;
     }
     if (enc->subbatch_count == 0) {
-        codec_say(enc->err, sizeof(enc->err), "message has no sub-batch");
+        errmsg_say(enc->err, sizeof(enc->err), "message has no sub-batch");
         goto fail;
     }
     codec_insert_varint(w, body, enc->subbatch_count);
     body_len = w->len - body;
     if (body_len > CODEC_MESSAGE_MAX - CODEC_HEADER_SIZE) {
-        codec_say(enc->err, sizeof(enc->err), "message would exceed %u bytes",
+        errmsg_say(enc->err, sizeof(enc->err), "message would exceed %u bytes",
                   CODEC_MESSAGE_MAX);
         goto fail;
     }
@@ -1145,31 +1130,31 @@ codec_cache_header_decode(struct buf_reader *in, struct codec_cache_header *out,
     uint8_t version, kind, type;
 
     if (buf_get_bytes(in, &p, CODEC_CACHE_HEADER_SIZE) != 0) {
-        codec_say(err, errlen, "truncated cache header");
+        errmsg_say(err, errlen, "truncated cache header");
         return -1;
     }
     if (memcmp(p, CODEC_CACHE_MAGIC, CODEC_CACHE_MAGIC_LEN) != 0) {
-        codec_say(err, errlen, "bad cache magic");
+        errmsg_say(err, errlen, "bad cache magic");
         goto fail;
     }
     version = p[CODEC_CACHE_OFF_VERSION];
     kind = p[CODEC_CACHE_OFF_KIND];
     type = p[CODEC_CACHE_OFF_TYPE];
     if (version != CODEC_CACHE_VERSION) {
-        codec_say(err, errlen, "unsupported cache version %u", version);
+        errmsg_say(err, errlen, "unsupported cache version %u", version);
         goto fail;
     }
     if (!codec_cache_kind_ok(kind)) {
-        codec_say(err, errlen, "cache kind %u out of range", kind);
+        errmsg_say(err, errlen, "cache kind %u out of range", kind);
         goto fail;
     }
     if (!codec_cache_type_ok(kind, type)) {
-        codec_say(err, errlen, "cache type %u out of range", type);
+        errmsg_say(err, errlen, "cache type %u out of range", type);
         goto fail;
     }
     for (size_t i = 0; i < CODEC_CACHE_RESERVED_BYTES; i++) {
         if (p[CODEC_CACHE_OFF_RESERVED + i] != 0) {
-            codec_say(err, errlen, "cache reserved bytes must be 0");
+            errmsg_say(err, errlen, "cache reserved bytes must be 0");
             goto fail;
         }
     }

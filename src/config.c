@@ -14,12 +14,12 @@
 #include "config.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "errmsg.h"
 #include "number.h"
 #include "xalloc.h"
 
@@ -41,21 +41,6 @@ struct config_flag {
     const char *value;   /* NULL for a bare flag */
     const struct config_option *option;
 };
-
-static void config_say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-config_say(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const struct config_option *
 config_find(const struct config_option *table, size_t n, const char *name,
@@ -86,7 +71,7 @@ config_apply(const struct config_option *opt, void *opts, const char *value,
     switch (opt->kind) {
     case CONFIG_STRING:
         if (value != NULL && strlen(value) > CONFIG_STRING_MAX) {
-            config_say(reason, reasonlen, "value is longer than %d bytes",
+            errmsg_say(reason, reasonlen, "value is longer than %d bytes",
                        CONFIG_STRING_MAX);
             return -1;
         }
@@ -95,11 +80,11 @@ config_apply(const struct config_option *opt, void *opts, const char *value,
         return 0;
     case CONFIG_INT:
         if (number_parse_int64(value, strlen(value), &v) != 0) {
-            config_say(reason, reasonlen, "\"%s\" is not an integer", value);
+            errmsg_say(reason, reasonlen, "\"%s\" is not an integer", value);
             return -1;
         }
         if (v < opt->min || v > opt->max) {
-            config_say(reason, reasonlen, "%s is out of range %ld..%ld", value,
+            errmsg_say(reason, reasonlen, "%s is out of range %ld..%ld", value,
                        opt->min, opt->max);
             return -1;
         }
@@ -116,10 +101,10 @@ config_apply(const struct config_option *opt, void *opts, const char *value,
                 return 0;
             }
         }
-        config_say(reason, reasonlen, "\"%s\" is not a boolean", value);
+        errmsg_say(reason, reasonlen, "\"%s\" is not a boolean", value);
         return -1;
     }
-    config_say(reason, reasonlen, "unknown option kind");
+    errmsg_say(reason, reasonlen, "unknown option kind");
     return -1;
 }
 
@@ -146,7 +131,7 @@ config_defaults(const struct config_option *table, size_t n, void *opts,
             continue;
         if (config_apply(&table[i], opts, table[i].default_value, reason,
                          sizeof(reason)) != 0) {
-            config_say(err, errlen, "default of %s: %s", table[i].name, reason);
+            errmsg_say(err, errlen, "default of %s: %s", table[i].name, reason);
             return -1;
         }
     }
@@ -161,15 +146,15 @@ config_set(const struct config_option *table, size_t n, void *opts,
     char reason[CONFIG_ERR_MAX];
 
     if (opt == NULL) {
-        config_say(err, errlen, "unknown option %s", name);
+        errmsg_say(err, errlen, "unknown option %s", name);
         return -1;
     }
     if (value == NULL && opt->kind != CONFIG_STRING) {
-        config_say(err, errlen, "%s: missing value", name);
+        errmsg_say(err, errlen, "%s: missing value", name);
         return -1;
     }
     if (config_apply(opt, opts, value, reason, sizeof(reason)) != 0) {
-        config_say(err, errlen, "%s: %s", name, reason);
+        errmsg_say(err, errlen, "%s: %s", name, reason);
         return -1;
     }
     return 0;
@@ -206,7 +191,7 @@ config_file_line(const struct config_option *table, size_t n, void *opts,
         return 0;
     eq = strchr(name, '=');
     if (eq == NULL || eq == name) {
-        config_say(err, errlen, "%s: expected name = value", where);
+        errmsg_say(err, errlen, "%s: expected name = value", where);
         return -1;
     }
     *eq = '\0';
@@ -215,7 +200,7 @@ config_file_line(const struct config_option *table, size_t n, void *opts,
     len = strlen(value);
     if (value[0] == '"') {
         if (len < 2 || value[len - 1] != '"') {
-            config_say(err, errlen, "%s: %s: unterminated quote", where, name);
+            errmsg_say(err, errlen, "%s: %s: unterminated quote", where, name);
             return -1;
         }
         value[len - 1] = '\0';
@@ -223,11 +208,11 @@ config_file_line(const struct config_option *table, size_t n, void *opts,
     }
     opt = config_find(table, n, name, strlen(name));
     if (opt == NULL) {
-        config_say(err, errlen, "%s: unknown option %s", where, name);
+        errmsg_say(err, errlen, "%s: unknown option %s", where, name);
         return -1;
     }
     if (config_apply(opt, opts, value, reason, sizeof(reason)) != 0) {
-        config_say(err, errlen, "%s: %s: %s", where, name, reason);
+        errmsg_say(err, errlen, "%s: %s: %s", where, name, reason);
         return -1;
     }
     return 0;
@@ -244,7 +229,7 @@ config_file(const struct config_option *table, size_t n, void *opts,
 
     f = fopen(path, "r");
     if (f == NULL) {
-        config_say(err, errlen, "--config: cannot open %s: %s", path,
+        errmsg_say(err, errlen, "--config: cannot open %s: %s", path,
                    strerror(errno));
         return -1;
     }
@@ -254,7 +239,7 @@ config_file(const struct config_option *table, size_t n, void *opts,
         lineno++;
         snprintf(where, sizeof(where), "%s:%d", path, lineno);
         if (len > CONFIG_LINE_MAX && line[len - 1] != '\n') {
-            config_say(err, errlen, "%s: line longer than %d bytes", where,
+            errmsg_say(err, errlen, "%s: line longer than %d bytes", where,
                        CONFIG_LINE_MAX);
             goto fail;
         }
@@ -262,7 +247,7 @@ config_file(const struct config_option *table, size_t n, void *opts,
             goto fail;
     }
     if (ferror(f)) {
-        config_say(err, errlen, "--config: cannot read %s: %s", path,
+        errmsg_say(err, errlen, "--config: cannot read %s: %s", path,
                    strerror(errno));
         goto fail;
     }
@@ -294,7 +279,7 @@ config_next_flag(const struct config_option *table, size_t n, int argc,
     int bare;
 
     if (strncmp(arg, "--", 2) != 0) {
-        config_say(err, errlen, "unexpected argument \"%s\"", arg);
+        errmsg_say(err, errlen, "unexpected argument \"%s\"", arg);
         return -1;
     }
     flag->name = arg + 2;
@@ -305,7 +290,7 @@ config_next_flag(const struct config_option *table, size_t n, int argc,
     (*i)++;
     if (config_is(flag, "help") || config_is(flag, "check-config")) {
         if (flag->value != NULL) {
-            config_say(err, errlen, "--%.*s takes no value", (int)flag->namelen,
+            errmsg_say(err, errlen, "--%.*s takes no value", (int)flag->namelen,
                        flag->name);
             return -1;
         }
@@ -314,7 +299,7 @@ config_next_flag(const struct config_option *table, size_t n, int argc,
     if (!config_is(flag, "config")) {
         flag->option = config_find(table, n, flag->name, flag->namelen);
         if (flag->option == NULL) {
-            config_say(err, errlen, "unknown option --%.*s", (int)flag->namelen,
+            errmsg_say(err, errlen, "unknown option --%.*s", (int)flag->namelen,
                        flag->name);
             return -1;
         }
@@ -322,7 +307,7 @@ config_next_flag(const struct config_option *table, size_t n, int argc,
     bare = flag->option != NULL && flag->option->kind == CONFIG_BOOL;
     if (flag->value == NULL && !bare) {
         if (*i >= argc) {
-            config_say(err, errlen, "--%.*s: missing value", (int)flag->namelen,
+            errmsg_say(err, errlen, "--%.*s: missing value", (int)flag->namelen,
                        flag->name);
             return -1;
         }
@@ -360,7 +345,7 @@ config_parse(const struct config_option *table, size_t n, void *opts,
     const char *path = NULL;
     int checked = 0;
 
-    config_say(err, errlen, "%s", "");
+    errmsg_say(err, errlen, "%s", "");
     if (config_defaults(table, n, opts, err, errlen) != 0)
         return -1;
     for (int i = 1; i < argc;) {
@@ -385,7 +370,7 @@ config_parse(const struct config_option *table, size_t n, void *opts,
         if (config_apply(flag.option, opts,
                          flag.value == NULL ? "true" : flag.value, reason,
                          sizeof(reason)) != 0) {
-            config_say(err, errlen, "--%s: %s", flag.option->name, reason);
+            errmsg_say(err, errlen, "--%s: %s", flag.option->name, reason);
             return -1;
         }
     }

@@ -17,11 +17,11 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "errmsg.h"
 #include "hash.h"
 #include "number.h"
 #include "xalloc.h"
@@ -33,21 +33,6 @@
 #define SLOTMAP_LINE_MAX 64
 /* Marks a slot that no line has assigned yet while parsing. */
 #define SLOTMAP_UNASSIGNED UINT16_MAX
-
-static void slotmap_say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-slotmap_say(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- maps ----------------------------------------------------------- */
 
@@ -263,7 +248,7 @@ slotmap_number(const struct slotmap_line *line, const char *s, size_t len,
                uint64_t *v, char *err, size_t errlen)
 {
     if (number_parse_uint64(s, len, v) != 0) {
-        slotmap_say(err, errlen, "line %zu: bad number \"%.*s\"",
+        errmsg_say(err, errlen, "line %zu: bad number \"%.*s\"",
                     line->number, (int)(len > 32 ? 32 : len), s);
         return -1;
     }
@@ -278,11 +263,11 @@ slotmap_header_line(struct slotmap_text *t, const char *word,
     struct slotmap_line line;
 
     if (slotmap_next_line(t, &line) != 0) {
-        slotmap_say(err, errlen, "missing \"%s\" line", shape);
+        errmsg_say(err, errlen, "missing \"%s\" line", shape);
         return -1;
     }
     if (line.ntok != 2 || !slotmap_token_is(&line, 0, word)) {
-        slotmap_say(err, errlen, "line %zu: expected \"%s\"", line.number,
+        errmsg_say(err, errlen, "line %zu: expected \"%s\"", line.number,
                     shape);
         return -1;
     }
@@ -300,7 +285,7 @@ slotmap_parse_header(struct slotmap_text *t, struct slotmap *map, char *err,
                             errlen) != 0)
         return -1;
     if (v != SLOTMAP_FORMAT_VERSION) {
-        slotmap_say(err, errlen, "line %zu: unsupported format version %llu",
+        errmsg_say(err, errlen, "line %zu: unsupported format version %llu",
                     t->line_number, (unsigned long long)v);
         return -1;
     }
@@ -308,7 +293,7 @@ slotmap_parse_header(struct slotmap_text *t, struct slotmap *map, char *err,
                             errlen) != 0)
         return -1;
     if (map->version < 1) {
-        slotmap_say(err, errlen, "line %zu: version 0 out of range",
+        errmsg_say(err, errlen, "line %zu: version 0 out of range",
                     t->line_number);
         return -1;
     }
@@ -316,7 +301,7 @@ slotmap_parse_header(struct slotmap_text *t, struct slotmap *map, char *err,
                             errlen) != 0)
         return -1;
     if (v < 1 || v > SLOTMAP_INSTANCES_MAX) {
-        slotmap_say(err, errlen, "line %zu: instances %llu out of range 1..%d",
+        errmsg_say(err, errlen, "line %zu: instances %llu out of range 1..%d",
                     t->line_number, (unsigned long long)v,
                     SLOTMAP_INSTANCES_MAX);
         return -1;
@@ -336,7 +321,7 @@ slotmap_parse_assignment(const struct slotmap_line *line, struct slotmap *map,
     uint64_t first, last, instance;
 
     if (line->ntok != 2) {
-        slotmap_say(err, errlen, "line %zu: expected \"<first>-<last> "
+        errmsg_say(err, errlen, "line %zu: expected \"<first>-<last> "
                     "<instance>\" or \"<slot> <instance>\"", line->number);
         return -1;
     }
@@ -357,27 +342,27 @@ slotmap_parse_assignment(const struct slotmap_line *line, struct slotmap *map,
                        errlen) != 0)
         return -1;
     if (first >= SLOTMAP_SLOTS || last >= SLOTMAP_SLOTS) {
-        slotmap_say(err, errlen, "line %zu: slot %llu out of range",
+        errmsg_say(err, errlen, "line %zu: slot %llu out of range",
                     line->number,
                     (unsigned long long)(first >= SLOTMAP_SLOTS ? first
                                                                 : last));
         return -1;
     }
     if (first > last) {
-        slotmap_say(err, errlen, "line %zu: range %llu-%llu reversed",
+        errmsg_say(err, errlen, "line %zu: range %llu-%llu reversed",
                     line->number, (unsigned long long)first,
                     (unsigned long long)last);
         return -1;
     }
     if (instance >= map->instances) {
-        slotmap_say(err, errlen, "line %zu: instance %llu out of range "
+        errmsg_say(err, errlen, "line %zu: instance %llu out of range "
                     "(instances %u)", line->number,
                     (unsigned long long)instance, map->instances);
         return -1;
     }
     for (uint64_t s = first; s <= last; s++) {
         if (map->owner[s] != SLOTMAP_UNASSIGNED) {
-            slotmap_say(err, errlen, "line %zu: slot %llu assigned twice",
+            errmsg_say(err, errlen, "line %zu: slot %llu assigned twice",
                         line->number, (unsigned long long)s);
             return -1;
         }
@@ -394,7 +379,7 @@ slotmap_parse(const char *text, size_t len, char *err, size_t errlen)
     struct slotmap *map;
 
     if (len > SLOTMAP_TEXT_MAX) {
-        slotmap_say(err, errlen, "slot map text of %zu bytes exceeds %d", len,
+        errmsg_say(err, errlen, "slot map text of %zu bytes exceeds %d", len,
                     SLOTMAP_TEXT_MAX);
         return NULL;
     }
@@ -409,7 +394,7 @@ slotmap_parse(const char *text, size_t len, char *err, size_t errlen)
     }
     for (size_t s = 0; s < SLOTMAP_SLOTS; s++) {
         if (map->owner[s] == SLOTMAP_UNASSIGNED) {
-            slotmap_say(err, errlen, "slot %zu not assigned", s);
+            errmsg_say(err, errlen, "slot %zu not assigned", s);
             goto fail;
         }
     }
@@ -456,24 +441,24 @@ slotmap_load(const char *path, char *err, size_t errlen)
 
     f = fopen(path, "rb");
     if (f == NULL) {
-        slotmap_say(err, errlen, "%s: %s", path, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     /* One byte more than allowed, to tell "too large" from "just fits". */
     text = xmalloc((size_t)SLOTMAP_TEXT_MAX + 1);
     len = fread(text, 1, (size_t)SLOTMAP_TEXT_MAX + 1, f);
     if (ferror(f)) {
-        slotmap_say(err, errlen, "%s: read error", path);
+        errmsg_say(err, errlen, "%s: read error", path);
         goto done;
     }
     if (len > SLOTMAP_TEXT_MAX) {
-        slotmap_say(err, errlen, "%s: larger than %d bytes", path,
+        errmsg_say(err, errlen, "%s: larger than %d bytes", path,
                     SLOTMAP_TEXT_MAX);
         goto done;
     }
     map = slotmap_parse(text, len, why, sizeof(why));
     if (map == NULL)
-        slotmap_say(err, errlen, "%s: %s", path, why);
+        errmsg_say(err, errlen, "%s: %s", path, why);
 
 done:
     free(text);

@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "errmsg.h"
 #include "xalloc.h"
 
 #define WAL_MAGIC "TLYW"
@@ -68,21 +68,6 @@ struct wal {
     int dirty;                  /* appended since the last sync */
     int broken;                 /* a failed append could not be undone */
 };
-
-static void wal_say(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-wal_say(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- bytes and files ------------------------------------------------ */
 
@@ -227,7 +212,7 @@ segment_list(const char *dir, uint64_t **numbers, size_t *count, char *err,
     *numbers = NULL;
     *count = 0;
     if (d == NULL) {
-        wal_say(err, errlen, "%s: %s", dir, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     while ((e = readdir(d)) != NULL) {
@@ -271,31 +256,31 @@ segment_check_header(int fd, const char *name, uint64_t number, char *err,
     static const uint8_t zero[WAL_SEGMENT_HEADER_SIZE];
 
     if (read_all(fd, h, sizeof(h), 0) < 0) {
-        wal_say(err, errlen, "%s: %s", name, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
         return -1;
     }
     if (memcmp(h, WAL_MAGIC, WAL_MAGIC_SIZE) != 0) {
-        wal_say(err, errlen, "%s: bad segment magic", name);
+        errmsg_say(err, errlen, "%s: bad segment magic", name);
         return -1;
     }
     if (h[WAL_SEGMENT_VERSION_AT] != WAL_VERSION) {
-        wal_say(err, errlen, "%s: unsupported segment version %u", name,
+        errmsg_say(err, errlen, "%s: unsupported segment version %u", name,
                 (unsigned)h[WAL_SEGMENT_VERSION_AT]);
         return -1;
     }
     if (get_u32(h + WAL_SEGMENT_CRC_AT) != crc32c(0, h, WAL_SEGMENT_CRC_AT)) {
-        wal_say(err, errlen, "%s: bad segment header checksum", name);
+        errmsg_say(err, errlen, "%s: bad segment header checksum", name);
         return -1;
     }
     if (memcmp(h + WAL_SEGMENT_VERSION_AT + 1, zero,
                WAL_SEGMENT_NUMBER_AT - WAL_SEGMENT_VERSION_AT - 1) != 0 ||
         memcmp(h + WAL_SEGMENT_NUMBER_END, zero,
                WAL_SEGMENT_CRC_AT - WAL_SEGMENT_NUMBER_END) != 0) {
-        wal_say(err, errlen, "%s: segment reserved bytes must be 0", name);
+        errmsg_say(err, errlen, "%s: segment reserved bytes must be 0", name);
         return -1;
     }
     if (get_u64(h + WAL_SEGMENT_NUMBER_AT) != number) {
-        wal_say(err, errlen, "%s: header says segment %" PRIu64, name,
+        errmsg_say(err, errlen, "%s: header says segment %" PRIu64, name,
                 get_u64(h + WAL_SEGMENT_NUMBER_AT));
         return -1;
     }
@@ -315,12 +300,12 @@ segment_create(struct wal *w, uint64_t number, int *fd, char *err,
     *fd = openat(w->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
                  WAL_FILE_MODE);
     if (*fd < 0) {
-        wal_say(err, errlen, "%s: %s", name, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
         return -1;
     }
     if (segment_write_header(*fd, number) < 0 ||
         (!w->no_fsync && (fdatasync(*fd) < 0 || fsync(w->dir_fd) < 0))) {
-        wal_say(err, errlen, "%s: %s", name, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
         close(*fd);
         *fd = -1;
         unlinkat(w->dir_fd, name, 0);
@@ -346,7 +331,7 @@ segment_cut(struct wal *w, int fd, const char *name, uint64_t offset,
 {
     if (ftruncate(fd, (off_t)offset) < 0 ||
         (!w->no_fsync && fdatasync(fd) < 0)) {
-        wal_say(err, errlen, "%s: cutting the torn tail: %s", name,
+        errmsg_say(err, errlen, "%s: cutting the torn tail: %s", name,
                 strerror(errno));
         return -1;
     }
@@ -370,7 +355,7 @@ segment_scan(struct wal *w, uint64_t number, int last,
     segment_name(name, number);
     fd = openat(w->dir_fd, name, (last ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) < 0) {
-        wal_say(err, errlen, "%s: %s", name, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
         goto done;
     }
     size = (uint64_t)sb.st_size;
@@ -378,14 +363,14 @@ segment_scan(struct wal *w, uint64_t number, int last,
     if (size < WAL_SEGMENT_HEADER_SIZE) {
         /* A segment whose creation a crash cut short holds no record. */
         if (!last) {
-            wal_say(err, errlen, "%s: truncated segment header", name);
+            errmsg_say(err, errlen, "%s: truncated segment header", name);
             goto done;
         }
         stats->truncated += size;
         if (segment_cut(w, fd, name, 0, err, errlen) < 0)
             goto done;
         if (segment_write_header(fd, number) < 0) {
-            wal_say(err, errlen, "%s: %s", name, strerror(errno));
+            errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
             goto done;
         }
         w->dirty = 1;
@@ -406,19 +391,19 @@ segment_scan(struct wal *w, uint64_t number, int last,
             damage = "truncated record header";
         } else {
             if (read_all(fd, h, sizeof(h), offset) < 0) {
-                wal_say(err, errlen, "%s: %s", name, strerror(errno));
+                errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
                 goto done;
             }
             if (get_u32(h + WAL_RECORD_HEADER_CRC_AT) !=
                 crc32c(0, h, WAL_RECORD_HEADER_CRC_AT)) {
-                wal_say(err, errlen,
+                errmsg_say(err, errlen,
                         "%s: bad record header checksum at offset %" PRIu64,
                         name, offset);
                 goto done;
             }
             len = get_u32(h);
             if (len == 0 || len > WAL_RECORD_MAX) {
-                wal_say(err, errlen,
+                errmsg_say(err, errlen,
                         "%s: record length %" PRIu32 " at offset %" PRIu64
                         " out of range", name, len, offset);
                 goto done;
@@ -432,7 +417,7 @@ segment_scan(struct wal *w, uint64_t number, int last,
                 }
                 if (read_all(fd, payload, len,
                               offset + WAL_RECORD_HEADER_SIZE) < 0) {
-                    wal_say(err, errlen, "%s: %s", name, strerror(errno));
+                    errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
                     goto done;
                 }
                 if (crc32c(0, payload, len) != get_u32(h + WAL_RECORD_CRC_AT)) {
@@ -443,7 +428,7 @@ segment_scan(struct wal *w, uint64_t number, int last,
         }
         if (damage != NULL) {
             if (!last || !at_end) {
-                wal_say(err, errlen,
+                errmsg_say(err, errlen,
                         "%s: %s at offset %" PRIu64 " (not the end of the log)",
                         name, damage, offset);
                 goto done;
@@ -500,12 +485,12 @@ wal_open(const char *dir, const struct wal_position *from,
         w->no_fsync = options->no_fsync;
     }
     if (mkdir(dir, WAL_DIR_MODE) < 0 && errno != EEXIST) {
-        wal_say(err, errlen, "%s: %s", dir, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     w->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->dir_fd < 0) {
-        wal_say(err, errlen, "%s: %s", dir, strerror(errno));
+        errmsg_say(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     if (segment_list(dir, &numbers, &count, err, errlen) < 0)
@@ -525,7 +510,7 @@ wal_open(const char *dir, const struct wal_position *from,
 
             segment_name(a, numbers[i - 1]);
             segment_name(b, numbers[i]);
-            wal_say(err, errlen, "segment gap: %s is followed by %s", a, b);
+            errmsg_say(err, errlen, "segment gap: %s is followed by %s", a, b);
             goto fail;
         }
     }
@@ -537,7 +522,7 @@ wal_open(const char *dir, const struct wal_position *from,
 
     end = wal_end(w);
     if (from != NULL && position_cmp(from, &end) > 0) {
-        wal_say(err, errlen,
+        errmsg_say(err, errlen,
                 "replay position %" PRIu64 ":%" PRIu64
                 " is past the end of the log (%" PRIu64 ":%" PRIu64 ")",
                 from->segment, from->offset, end.segment, end.offset);
@@ -562,13 +547,13 @@ wal_append(struct wal *w, const void *data, size_t len,
     uint64_t start;
 
     if (w->broken) {
-        wal_say(err, errlen,
+        errmsg_say(err, errlen,
                 "%s: a failed append could not be undone; reopen the log",
                 w->name);
         return -1;
     }
     if (len == 0 || len > WAL_RECORD_MAX) {
-        wal_say(err, errlen, "record length %zu out of range (1..%u)", len,
+        errmsg_say(err, errlen, "record length %zu out of range (1..%u)", len,
                 WAL_RECORD_MAX);
         return -1;
     }
@@ -590,7 +575,7 @@ wal_append(struct wal *w, const void *data, size_t len,
         /* Undo a partial write, so that nothing of this record is left. */
         if (ftruncate(w->fd, (off_t)start) < 0)
             w->broken = 1;
-        wal_say(err, errlen, "%s: %s", w->name, strerror(saved));
+        errmsg_say(err, errlen, "%s: %s", w->name, strerror(saved));
         return -1;
     }
     w->end = start + sizeof(h) + len;
@@ -606,7 +591,7 @@ int
 wal_sync(struct wal *w, char *err, size_t errlen)
 {
     if (w->dirty && !w->no_fsync && fdatasync(w->fd) < 0) {
-        wal_say(err, errlen, "%s: fdatasync: %s", w->name, strerror(errno));
+        errmsg_say(err, errlen, "%s: fdatasync: %s", w->name, strerror(errno));
         return -1;
     }
     w->dirty = 0;
@@ -628,7 +613,7 @@ wal_rotate(struct wal *w, char *err, size_t errlen)
 
     /* wal_sync only reaches the current segment: finish this one now. */
     if (w->dirty && !w->no_fsync && fdatasync(w->fd) < 0) {
-        wal_say(err, errlen, "%s: fdatasync: %s", w->name, strerror(errno));
+        errmsg_say(err, errlen, "%s: fdatasync: %s", w->name, strerror(errno));
         return -1;
     }
     w->dirty = 0;
@@ -648,7 +633,7 @@ wal_trim(struct wal *w, const struct wal_position *before, char *err,
     int removed = 0;
 
     if (position_cmp(before, &end) > 0) {
-        wal_say(err, errlen,
+        errmsg_say(err, errlen,
                 "trim position %" PRIu64 ":%" PRIu64
                 " is past the end of the log (%" PRIu64 ":%" PRIu64 ")",
                 before->segment, before->offset, end.segment, end.offset);
@@ -662,7 +647,7 @@ wal_trim(struct wal *w, const struct wal_position *before, char *err,
         segment_name(name, w->first);
         if (fstatat(w->dir_fd, name, &sb, 0) < 0 ||
             unlinkat(w->dir_fd, name, 0) < 0) {
-            wal_say(err, errlen, "%s: %s", name, strerror(errno));
+            errmsg_say(err, errlen, "%s: %s", name, strerror(errno));
             return -1;
         }
         w->old_bytes -= (uint64_t)sb.st_size;
@@ -670,7 +655,7 @@ wal_trim(struct wal *w, const struct wal_position *before, char *err,
         removed = 1;
     }
     if (removed && !w->no_fsync && fsync(w->dir_fd) < 0) {
-        wal_say(err, errlen, "%s: fsync: %s", w->dir, strerror(errno));
+        errmsg_say(err, errlen, "%s: fsync: %s", w->dir, strerror(errno));
         return -1;
     }
     return 0;
