@@ -57,6 +57,12 @@ daemon_monotonic_us(void)
     return (int64_t)ts.tv_sec * DAEMON_US_PER_S + ts.tv_nsec / DAEMON_NS_PER_US;
 }
 
+long
+daemon_backoff_next(long ms, long max_ms)
+{
+    return ms > max_ms / 2 ? max_ms : ms * 2;
+}
+
 void
 daemon_sleep_ms(long ms)
 {

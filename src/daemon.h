@@ -75,6 +75,8 @@ void daemon_catch_signals(void);
 int64_t daemon_now_us(void);
 /* A clock for timeouts (never steps), in microseconds. */
 int64_t daemon_monotonic_us(void);
+/* The next backoff after MS: doubled, at most MAX_MS. */
+long daemon_backoff_next(long ms, long max_ms);
 /* Sleeps MS milliseconds, waking early when a stop was asked for. */
 void daemon_sleep_ms(long ms);
 

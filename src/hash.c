@@ -52,3 +52,12 @@ hash_128(const void *data, size_t len)
     h.lo = hash_mix64(hash_fnv1a64_from(HASH_LANE2_OFFSET, data, len) ^ len);
     return h;
 }
+
+void
+hash_128_bytes(struct hash128 h, uint8_t out[16])
+{
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(h.hi >> (56 - 8 * i));
+        out[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
+    }
+}

@@ -28,5 +28,8 @@ uint64_t hash_fnv1a64(const void *data, size_t len);
 uint64_t hash_mix64(uint64_t x);
 uint64_t hash_string64(const void *data, size_t len);
 struct hash128 hash_128(const void *data, size_t len);
+/* H as 16 bytes, hi then lo, each most significant byte first: the form
+ * of batch keys and derived sub-batch keys (schema/dedup.md). */
+void hash_128_bytes(struct hash128 h, uint8_t out[16]);
 
 #endif

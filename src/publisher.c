@@ -645,8 +645,8 @@ publisher_run(void *arg)
                 pfd[0].fd = p->wake_fd;
                 pfd[0].events = POLLIN;
                 poll(pfd, 1, (int)backoff);
-                backoff = backoff * 2 > DAEMON_RECONNECT_MAX_MS
-                              ? DAEMON_RECONNECT_MAX_MS : backoff * 2;
+                backoff = daemon_backoff_next(backoff,
+                                              DAEMON_RECONNECT_MAX_MS);
                 continue;
             }
             backoff = DAEMON_RECONNECT_MIN_MS;

@@ -259,10 +259,7 @@ agg_forward(struct aggregator *a, const struct codec_message *msg,
         for (size_t i = 0; i < sizeof(uint32_t); i++)
             seed[CODEC_KEY_SIZE + i] = (uint8_t)(target >> (8 * i));
         h = hash_128(seed, sizeof(seed));
-        for (int i = 0; i < 8; i++) {
-            fwd.dedup_key[i] = (uint8_t)(h.hi >> (56 - 8 * i));
-            fwd.dedup_key[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
-        }
+        hash_128_bytes(h, fwd.dedup_key);
         fwd.flags = CODEC_SB_FORWARDED | CODEC_SB_HAS_BATCH_KEY;
         memcpy(fwd.batch_key, sb->batch_key, CODEC_KEY_SIZE);
         snprintf(origin, sizeof(origin), "agg-%u", self);
@@ -884,8 +881,7 @@ main(int argc, char **argv)
         if (a.bus == NULL && agg_connect(&a, 1, err, sizeof(err)) != 0) {
             log_warn("bus: %s (retrying in %ld ms)", err, backoff);
             daemon_sleep_ms(backoff);
-            backoff = backoff * 2 > DAEMON_RECONNECT_MAX_MS
-                          ? DAEMON_RECONNECT_MAX_MS : backoff * 2;
+            backoff = daemon_backoff_next(backoff, DAEMON_RECONNECT_MAX_MS);
             continue;
         }
         backoff = DAEMON_RECONNECT_MIN_MS;

@@ -249,8 +249,8 @@ ingest_settle(struct ingest_job *job, size_t part, int ok, const char *reason)
              "the rest in %ld ms", job->tag, job->reason, job->backoff_ms);
     job->retry_at_us = daemon_monotonic_us()
                        + job->backoff_ms * INBOX_US_PER_MS;
-    job->backoff_ms = job->backoff_ms * 2 > INBOX_RETRY_MAX_MS
-                          ? INBOX_RETRY_MAX_MS : job->backoff_ms * 2;
+    job->backoff_ms = daemon_backoff_next(job->backoff_ms,
+                                          INBOX_RETRY_MAX_MS);
     pthread_mutex_lock(&in->lock);
     if (in->stopping || job->connection != in->connection) {
         pthread_mutex_unlock(&in->lock);      /* redelivered anyway */
@@ -590,8 +590,8 @@ inbox_run(void *arg)
                 pfd[0].fd = in->wake_fd;
                 pfd[0].events = POLLIN;
                 poll(pfd, 1, (int)backoff);
-                backoff = backoff * 2 > DAEMON_RECONNECT_MAX_MS
-                              ? DAEMON_RECONNECT_MAX_MS : backoff * 2;
+                backoff = daemon_backoff_next(backoff,
+                                              DAEMON_RECONNECT_MAX_MS);
                 continue;
             }
             backoff = DAEMON_RECONNECT_MIN_MS;

@@ -262,10 +262,7 @@ record_set_batch(struct record *r, const char *kind, const char *id,
     buf_put_bytes(&text, id, len);
     h = hash_128(text.data, text.len);
     buf_writer_destroy(&text);
-    for (int i = 0; i < 8; i++) {
-        r->batch_key[i] = (uint8_t)(h.hi >> (56 - 8 * i));
-        r->batch_key[8 + i] = (uint8_t)(h.lo >> (56 - 8 * i));
-    }
+    hash_128_bytes(h, r->batch_key);
     r->has_batch_key = 1;
 }
 
