@@ -635,6 +635,20 @@ def rpc_result(url, method, params=None):
     return resp['result']
 
 
+QUERY_NAMES_MAX = 100      # names per metrics.query call (the frontend's limit)
+
+
+def query_metrics(url, names, **params):
+    """metrics.query of every name in NAMES, in calls of at most
+    QUERY_NAMES_MAX names with the other PARAMS (window, series, state);
+    returns {name: result or None}."""
+    out = {}
+    for i in range(0, len(names), QUERY_NAMES_MAX):
+        call = dict(params, names=names[i:i + QUERY_NAMES_MAX])
+        out.update(rpc_result(url, 'metrics.query', call)['metrics'])
+    return out
+
+
 # ---- AMQP clients ------------------------------------------------------------
 
 def _amqp(servers, vhost):

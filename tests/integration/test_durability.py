@@ -10,7 +10,7 @@ import random
 import signal
 import time
 
-from harness import eventually, rpc_result
+from harness import eventually, query_metrics, rpc_result
 
 CLUSTER = {'instances': 2, 'frontends': 1}
 
@@ -22,17 +22,9 @@ KILL_EVERY = 15           # batches between two kills of aggregator 0
 SETTLE_S = 30
 
 
-NAMES_PER_QUERY = 100
-
-
 def counts(url, names):
-    out = {}
-    for i in range(0, len(names), NAMES_PER_QUERY):
-        r = rpc_result(url, 'metrics.query',
-                       {'names': names[i:i + NAMES_PER_QUERY]})['metrics']
-        out.update({n: (None if m is None else (m['count'], m['sum']))
-                    for n, m in r.items()})
-    return out
+    return {n: (None if m is None else (m['count'], m['sum']))
+            for n, m in query_metrics(url, names).items()}
 
 
 def status_of(url, instance):

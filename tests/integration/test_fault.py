@@ -21,7 +21,7 @@ import signal
 import threading
 import time
 
-from harness import eventually, rpc, rpc_result
+from harness import eventually, query_metrics, rpc, rpc_result
 
 CLUSTER = {'instances': 2, 'frontends': 2}
 
@@ -40,7 +40,6 @@ BROKER_STOP_S = 5
 AGG_STOP_S = 10
 DUPLICATE_EVERY = 25       # calls sent twice on purpose, at the end
 SETTLE_S = 90
-NAMES_PER_QUERY = 100
 
 
 class Load:
@@ -137,12 +136,7 @@ def disrupt(env, what, rng):
 
 
 def query(url, names, state=False):
-    out = {}
-    for i in range(0, len(names), NAMES_PER_QUERY):
-        out.update(rpc_result(url, 'metrics.query',
-                              {'names': names[i:i + NAMES_PER_QUERY],
-                               'state': state})['metrics'])
-    return out
+    return query_metrics(url, names, state=state)
 
 
 def test_faults(env):

@@ -14,7 +14,8 @@ import math
 import random
 import time
 
-from harness import eventually, post_raw, publish_ingest, rpc_result
+from harness import (eventually, post_raw, publish_ingest, query_metrics,
+                     rpc_result)
 
 CLUSTER = {'instances': 2, 'frontends': 1}
 
@@ -33,7 +34,6 @@ RECENT_KEEP = 100
 QUANTILES = [('p50', 0.5), ('p90', 0.9), ('p95', 0.95), ('p99', 0.99),
              ('p999', 0.999)]
 SETTLE_S = 60
-NAMES_PER_QUERY = 100
 
 
 class Model:
@@ -110,13 +110,7 @@ def check_metric(name, events, got):
 
 
 def query_all(url, names, window='all'):
-    got = {}
-    for i in range(0, len(names), NAMES_PER_QUERY):
-        r = rpc_result(url, 'metrics.query',
-                       {'names': names[i:i + NAMES_PER_QUERY],
-                        'window': window})
-        got.update(r['metrics'])
-    return got
+    return query_metrics(url, names, window=window)
 
 
 def rpc_batch(url, calls):
