@@ -24,6 +24,7 @@
 
 #include <json-c/json.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "cache.h"
 #include "daemon.h"
@@ -48,10 +49,13 @@ struct frontend_options {
     long batch_max;
     long events_max;
     char *cors_origins;
+    char *tls_cert;
+    char *tls_key;
     long rpc_timeout_ms;
     long confirm_timeout_ms;
     long meta_ttl_ms;
     char *openrpc;
+    char *tokens;
 };
 
 struct meta;
@@ -66,6 +70,7 @@ struct frontend {
     struct inbox *inbox;
     struct meta *meta;
     json_object *openrpc;               /* rpc.discover answer */
+    struct auth *auth;                  /* NULL: auth off (loopback) */
     char origin[FRONTEND_ORIGIN_MAX];   /* codec origin of sub-batches */
     struct jsonrpc_limits limits;
     pthread_mutex_t stop_lock;
@@ -82,6 +87,8 @@ struct exchange {
     struct frontend *fe;
     struct http_request *http;
     struct jsonrpc_batch *batch;
+    enum auth_verdict verdict;       /* of the request's token */
+    const struct auth_token *token;  /* when granted */
     pthread_mutex_t lock;
     int dispatching;
     size_t outstanding;              /* calls that will finish later */

@@ -46,6 +46,10 @@ static const struct config_option frontend_table[] = {
     {"cors-origins", CONFIG_STRING,
      offsetof(struct frontend_options, cors_origins), "", 0, 0,
      "origins allowed to call from a browser, comma-separated, or *"},
+    {"tls-cert", CONFIG_STRING, offsetof(struct frontend_options, tls_cert),
+     NULL, 0, 0, "PEM certificate file: serve HTTPS (with --tls-key)"},
+    {"tls-key", CONFIG_STRING, offsetof(struct frontend_options, tls_key),
+     NULL, 0, 0, "PEM private key file of --tls-cert"},
     {"rpc-timeout-ms", CONFIG_INT,
      offsetof(struct frontend_options, rpc_timeout_ms), "1000", 10, 60000,
      "how long to wait for aggregators' answers"},
@@ -57,19 +61,76 @@ static const struct config_option frontend_table[] = {
     {"openrpc", CONFIG_STRING, offsetof(struct frontend_options, openrpc),
      SCHEMA_DIR "/openrpc.json", 0, 0, "the OpenRPC document rpc.discover "
      "returns"},
+    {"tokens", CONFIG_STRING, offsetof(struct frontend_options, tokens), "",
+     0, 0, "token file (schema/auth.md); without one, auth is off and "
+     "--http-address must be loopback"},
 };
 #define FRONTEND_TABLE_SIZE (sizeof(frontend_table) / sizeof(frontend_table[0]))
 
-static const struct jsonrpc_method frontend_methods[] = {
-    {"events.record", method_events_record},
-    {"metrics.query", method_metrics_query},
-    {"metrics.list", method_metrics_list},
-    {"metrics.delete", method_metrics_delete},
-    {"cluster.status", method_cluster_status},
-    {"rpc.discover", method_rpc_discover},
+/* The scope each method needs (DESIGN.md, "Security"); 0 for none. */
+static const struct frontend_method {
+    const char *name;
+    unsigned scope;
+    int (*handler)(struct jsonrpc_call *call, void *ctx);
+} frontend_methods[] = {
+    {"events.record", AUTH_WRITE, method_events_record},
+    {"metrics.query", AUTH_READ, method_metrics_query},
+    {"metrics.list", AUTH_READ, method_metrics_list},
+    {"metrics.delete", AUTH_ADMIN, method_metrics_delete},
+    {"cluster.status", AUTH_READ, method_cluster_status},
+    {"rpc.discover", 0, method_rpc_discover},
 };
 #define FRONTEND_METHOD_COUNT \
     (sizeof(frontend_methods) / sizeof(frontend_methods[0]))
+
+/* jsonrpc's table: every row goes through frontend_call. */
+static struct jsonrpc_method frontend_rpc_table[FRONTEND_METHOD_COUNT];
+
+/* Checks the request's token against the scope CALL's method needs, then
+ * runs the method, or answers 1301-1303 (schema/errors.md). */
+static int
+frontend_call(struct jsonrpc_call *call, void *ctx)
+{
+    struct exchange *x = ctx;
+    const struct frontend_method *m = NULL;
+    const char *name = jsonrpc_call_method(call);
+    char why[FRONTEND_REASON_MAX];
+
+    for (size_t i = 0; i < FRONTEND_METHOD_COUNT && m == NULL; i++)
+        if (strcmp(frontend_methods[i].name, name) == 0)
+            m = &frontend_methods[i];
+    if (m->scope == 0 || x->fe->auth == NULL)
+        return m->handler(call, ctx);
+    switch (x->verdict) {
+    case AUTH_GRANTED:
+        if ((x->token->scopes & m->scope) != 0)
+            return m->handler(call, ctx);
+        snprintf(why, sizeof(why), "%s needs the %s scope, which token "
+                 "\"%s\" does not have", name, auth_scope_name(m->scope),
+                 x->token->name);
+        jsonrpc_call_error(call, AUTH_ERR_FORBIDDEN, "Forbidden",
+                           json_object_new_string(why));
+        break;
+    case AUTH_MISSING:
+        snprintf(why, sizeof(why), "%s needs a token with the %s scope: "
+                 "send Authorization: Bearer <token>", name,
+                 auth_scope_name(m->scope));
+        jsonrpc_call_error(call, AUTH_ERR_MISSING, "Unauthorized",
+                           json_object_new_string(why));
+        break;
+    case AUTH_MALFORMED:
+        jsonrpc_call_error(call, AUTH_ERR_INVALID, "Invalid token",
+                           json_object_new_string(
+                               "the Authorization header must be "
+                               "Bearer <token>"));
+        break;
+    case AUTH_UNKNOWN:
+        jsonrpc_call_error(call, AUTH_ERR_INVALID, "Invalid token",
+                           json_object_new_string("the token is not known"));
+        break;
+    }
+    return JSONRPC_DONE;
+}
 
 /* ---------------------------------------------------------------------- */
 /* Exchanges                                                               */
@@ -165,9 +226,13 @@ frontend_rpc(struct http_request *req, const char *body, size_t len,
     x->fe = fe;
     x->http = req;
     x->batch = jsonrpc_parse(body, len, &fe->limits);
+    if (fe->auth != NULL)
+        x->verdict = auth_check(fe->auth,
+                                http_request_header(req, "Authorization"),
+                                &x->token);
     x->dispatching = 1;
     pthread_mutex_init(&x->lock, NULL);
-    jsonrpc_dispatch(x->batch, frontend_methods, FRONTEND_METHOD_COUNT, x);
+    jsonrpc_dispatch(x->batch, frontend_rpc_table, FRONTEND_METHOD_COUNT, x);
     pthread_mutex_lock(&x->lock);
     x->dispatching = 0;
     last = x->outstanding == 0;
@@ -190,6 +255,39 @@ frontend_ready(void *ctx, char *why, size_t whylen)
         return 0;
     }
     return 1;
+}
+
+/* 1 if ADDRESS (a numeric address or "localhost") is on loopback. */
+static int
+frontend_loopback(const char *address)
+{
+    return strncmp(address, "127.", 4) == 0 || strcmp(address, "::1") == 0
+        || strcmp(address, "localhost") == 0;
+}
+
+/* Loads the token file, or leaves auth off when there is none, which only
+ * a loopback listener may do. */
+static int
+frontend_auth(struct frontend *fe, char *err, size_t errlen)
+{
+    const char *address = fe->opts.common.http_address;
+
+    if (fe->opts.tokens[0] == '\0') {
+        if (!frontend_loopback(address)) {
+            snprintf(err, errlen, "--http-address %s is not loopback: give "
+                     "--tokens FILE (auth may be off only on loopback)",
+                     address);
+            return -1;
+        }
+        log_info("auth is off: every listener is on loopback (%s)", address);
+        return 0;
+    }
+    fe->auth = auth_load(fe->opts.tokens, err, errlen);
+    if (fe->auth == NULL)
+        return -1;
+    log_info("auth is on: %zu tokens from %s", fe->auth->count,
+             fe->opts.tokens);
+    return 0;
 }
 
 static json_object *
@@ -237,9 +335,15 @@ main(int argc, char **argv)
     fe.map = daemon_setup(&fe.opts.common, tag, err, sizeof(err));
     if (fe.map == NULL)
         goto fail;
+    if (frontend_auth(&fe, err, sizeof(err)) != 0)
+        goto fail;
     fe.openrpc = frontend_load_openrpc(fe.opts.openrpc, err, sizeof(err));
     if (fe.openrpc == NULL)
         goto fail;
+    for (size_t i = 0; i < FRONTEND_METHOD_COUNT; i++) {
+        frontend_rpc_table[i].name = frontend_methods[i].name;
+        frontend_rpc_table[i].handler = frontend_call;
+    }
     fe.cache = cache_create(fe.opts.common.memcached, CACHE_TIMEOUT_MS_DEFAULT,
                             err, sizeof(err));
     if (fe.cache == NULL)
@@ -265,6 +369,8 @@ main(int argc, char **argv)
     hc.body_max = (size_t)fe.opts.body_max;
     hc.threads = (unsigned)fe.opts.http_threads;
     hc.cors_origins = fe.opts.cors_origins;
+    hc.tls_cert = fe.opts.tls_cert;
+    hc.tls_key = fe.opts.tls_key;
     http = http_server_start(&hc, frontend_rpc, frontend_ready, &fe, err,
                              sizeof(err));
     if (http == NULL)
@@ -294,6 +400,7 @@ fail:
     if (fe.cache != NULL)
         cache_destroy(fe.cache);
     json_object_put(fe.openrpc);
+    auth_free(fe.auth);
     slotmap_destroy(fe.map);
     config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
     pthread_mutex_destroy(&fe.stop_lock);

@@ -609,17 +609,19 @@ def post_raw(url, body, headers=None, chunked=False):
     return request_raw(url, 'POST', body, headers, chunked)
 
 
-def rpc(url, method, params=None, id=1):
-    """Calls METHOD on the frontend at URL; returns the parsed response
-    (None for a notification, id=None). Asserts HTTP 200 (204 for a
-    notification)."""
+def rpc(url, method, params=None, id=1, token=None):
+    """Calls METHOD on the frontend at URL, with TOKEN as bearer token when
+    given; returns the parsed response (None for a notification, id=None).
+    Asserts HTTP 200 (204 for a notification)."""
     call = {'jsonrpc': '2.0', 'method': method}
     if params is not None:
         call['params'] = params
     if id is not None:
         call['id'] = id
-    status, _, body = post_raw(url, json.dumps(call).encode(),
-                               {'Content-Type': 'application/json'})
+    headers = {'Content-Type': 'application/json'}
+    if token is not None:
+        headers['Authorization'] = 'Bearer ' + token
+    status, _, body = post_raw(url, json.dumps(call).encode(), headers)
     if id is None:
         assert status == 204, '%s notification: HTTP %d %r' % (method, status, body)
         return None
@@ -627,9 +629,9 @@ def rpc(url, method, params=None, id=1):
     return json.loads(body)
 
 
-def rpc_result(url, method, params=None):
+def rpc_result(url, method, params=None, token=None):
     """Calls METHOD and returns its result; asserts it is not an error."""
-    resp = rpc(url, method, params)
+    resp = rpc(url, method, params, token=token)
     assert 'error' not in resp, '%s %s: %s' % (method, json.dumps(params),
                                              json.dumps(resp))
     return resp['result']
