@@ -64,6 +64,7 @@ struct agg_options {
     long flush_interval_ms;
     long prefetch;
     long idle_expiry_s;
+    long metrics_max;
     char *data_dir;
     long snapshot_interval_s;
     long dedup_horizon_s;
@@ -81,7 +82,10 @@ static const struct config_option agg_table[] = {
     {"prefetch", CONFIG_INT, offsetof(struct agg_options, prefetch), "64", 1,
      65535, "unacked deliveries in flight"},
     {"idle-expiry-s", CONFIG_INT, offsetof(struct agg_options, idle_expiry_s),
-     "604800", 60, 31536000, "collect a metric idle this long (seconds)"},
+     "604800", 1, 31536000, "collect a metric idle this long (seconds)"},
+    {"metrics-max", CONFIG_INT, offsetof(struct agg_options, metrics_max),
+     "1000000", 0, 1000000000, "quota: most live metrics on this instance "
+     "(0 = none); events of a new metric beyond it go to tally.rejected"},
     {"data-dir", CONFIG_STRING, offsetof(struct agg_options, data_dir),
      "aggregator-data", 0, 0,
      "write-ahead log and snapshots (the source of truth of its slots)"},
@@ -516,6 +520,8 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
             slotmap_slots_owned(a->map, (uint32_t)a->opts.instance)));
         json_object_object_add(reply, "metrics", json_object_new_int64(
             (int64_t)store_count(a->store)));
+        json_object_object_add(reply, "metrics_max", json_object_new_int64(
+            a->opts.metrics_max));
         if (bus_queue_depth(a->bus, a->agg_queue, &depth, &consumers, err,
                             sizeof(err)) == 0)
             json_object_object_add(reply, "queue_depth",
@@ -573,6 +579,10 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
             json_object_new_int64((int64_t)st.stale_generation));
         json_object_object_add(stats, "tombstones", json_object_new_int64(
             (int64_t)st.tombstones));
+        json_object_object_add(stats, "metrics_collected",
+            json_object_new_int64((int64_t)st.metrics_collected));
+        json_object_object_add(stats, "quota_refused", json_object_new_int64(
+            (int64_t)st.quota_refused));
         json_object_object_add(stats, "bad_messages", json_object_new_int64(
             (int64_t)a->bad_messages));
         json_object_object_add(reply, "stats", stats);
@@ -812,7 +822,8 @@ main(int argc, char **argv)
              a.opts.instance);
     snprintf(a.rpc_queue, sizeof(a.rpc_queue), "tally.rpc.%ld",
              a.opts.instance);
-    a.store = store_create(a.opts.idle_expiry_s, daemon_now_us());
+    a.store = store_create(a.opts.idle_expiry_s, (uint64_t)a.opts.metrics_max,
+                           daemon_now_us());
     pthread_mutex_init(&a.flush_lock, NULL);
     if (a.opts.http_port != 0) {
         struct http_config hc = {0};

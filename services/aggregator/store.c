@@ -8,6 +8,7 @@
  */
 #include "store.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,12 +54,14 @@ struct store {
     struct store_entry **all;
     size_t count, cap;
     int64_t idle_expiry_s;
+    uint64_t metrics_max;          /* quota on live metrics; 0 = none */
     uint64_t sequence_floor;       /* no cache sequence starts below it */
     struct store_stats stats;
 };
 
 struct store *
-store_create(int64_t idle_expiry_s, int64_t sequence_floor)
+store_create(int64_t idle_expiry_s, uint64_t metrics_max,
+             int64_t sequence_floor)
 {
     struct store *s = xcalloc(1, sizeof(*s));
 
@@ -67,6 +70,7 @@ store_create(int64_t idle_expiry_s, int64_t sequence_floor)
     s->table_size = STORE_BUCKETS_INITIAL;
     s->table = xcalloc(s->table_size, sizeof(*s->table));
     s->idle_expiry_s = idle_expiry_s;
+    s->metrics_max = metrics_max;
     return s;
 }
 
@@ -157,6 +161,8 @@ store_remove(struct store *s, struct store_entry *e)
     *p = e->next;
     s->all[e->index] = s->all[--s->count];
     s->all[e->index]->index = e->index;
+    if (e->metric != NULL)
+        s->stats.metrics--;
     store_entry_free(e);
 }
 
@@ -217,6 +223,8 @@ store_tombstone(struct store *s, struct store_entry *e,
     uint64_t gen = e->generation > ce->generation ? e->generation
                                                   : ce->generation;
 
+    if (e->metric != NULL)
+        s->stats.metrics--;
     metric_destroy(e->metric);
     e->metric = NULL;
     e->generation = gen + 1;
@@ -264,6 +272,7 @@ store_apply_data(struct store *s, struct store_entry *e,
     if (e->metric != NULL && generation > e->generation) {
         metric_destroy(e->metric);       /* a newer generation replaces */
         e->metric = NULL;
+        s->stats.metrics--;
     }
     e->generation = generation;
     if (e->metric != NULL && metric_type(e->metric) != type) {
@@ -273,8 +282,17 @@ store_apply_data(struct store *s, struct store_entry *e,
                  event_type_name(type));
         return -1;
     }
-    if (e->metric == NULL)
+    if (e->metric == NULL) {
+        if (s->metrics_max > 0 && s->stats.metrics >= s->metrics_max) {
+            s->stats.quota_refused++;
+            snprintf(reason, len, "metric quota reached: this instance "
+                     "holds %" PRIu64 " metrics (--metrics-max)",
+                     s->stats.metrics);
+            return -1;
+        }
         e->metric = metric_create(type, e->generation, NULL);
+        s->stats.metrics++;
+    }
     if (ce->kind == CODEC_ENTRY_EVENT) {
         metric_fold(e->metric, &ce->u.event, now_us);
         store_mark(e, ce->u.event.time_us, now_us);
@@ -624,11 +642,10 @@ store_repair(struct store *s, const char *name, size_t len)
 size_t
 store_count(struct store *s)
 {
-    size_t n = 0;
+    size_t n;
 
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->count; i++)
-        n += s->all[i]->metric != NULL;
+    n = (size_t)s->stats.metrics;
     pthread_mutex_unlock(&s->lock);
     return n;
 }
@@ -725,6 +742,8 @@ store_decode(struct store *s, struct buf_reader *in, char *err,
             }
             buf_reader_init(&mr, blob, blob_len);
             e->metric = metric_decode(&mr, err, errlen);
+            if (e->metric != NULL)
+                s->stats.metrics++;
             if (e->metric == NULL || buf_remaining(&mr) != 0) {
                 snprintf(err, errlen, "snapshot: metric %.*s does not decode",
                          (int)name_len, (const char *)name);

@@ -42,6 +42,8 @@ struct store_stats {
     uint64_t stale_generation;
     uint64_t tombstones;
     uint64_t metrics_collected;
+    uint64_t metrics;              /* live now (not deleted) */
+    uint64_t quota_refused;        /* entries refused by --metrics-max */
 };
 
 /* One refused entry or applied tombstone, reported after store_apply. */
@@ -67,8 +69,10 @@ struct store_write {
 };
 
 /* IDLE_EXPIRY_S: a metric without an event for that long is collected.
- * SEQUENCE_FLOOR: the wall clock (microseconds) at the process's start. */
-struct store *store_create(int64_t idle_expiry_s, int64_t sequence_floor);
+ * METRICS_MAX: a new metric beyond that many live ones is refused (0: no
+ * quota). SEQUENCE_FLOOR: the wall clock (microseconds) at the process's start. */
+struct store *store_create(int64_t idle_expiry_s, uint64_t metrics_max,
+                           int64_t sequence_floor);
 void store_destroy(struct store *s);
 
 /* Applies every entry of MSG at NOW_US, but for the sub-batches whose
