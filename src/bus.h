@@ -54,6 +54,13 @@ struct bus_config {
     int timeout_ms;           /* connect, login and declare calls */
     const char *queue_type;   /* x-queue-type of durable queues:
                                  "classic" or "quorum" */
+    int tls;                  /* TLS (OpenSSL inside rabbitmq-c); the
+                                 broker's certificate is always verified */
+    const char *tls_cacert;   /* PEM CA file that signs the broker's
+                                 certificate; needed with tls */
+    const char *tls_cert;     /* PEM client certificate, or NULL / "" */
+    const char *tls_key;      /* its PEM private key */
+    int tls_verify_hostname;  /* host must match the certificate */
 };
 
 /* Message properties; NULL fields are left out. */
@@ -98,9 +105,10 @@ struct bus_event {
 
 struct bus;
 
-/* Connects, logs in and opens channel 1. NAME is shown in the broker's
- * connection list. Returns a new bus owned by the caller (bus_close), or
- * NULL with a reason in ERR. */
+/* Connects (with TLS when CONFIG says so), logs in and opens channel 1.
+ * NAME is shown in the broker's connection list. Returns a new bus owned
+ * by the caller (bus_close), or NULL with a reason in ERR; a TLS failure
+ * reads "connect HOST:PORT (TLS): <what failed>". */
 struct bus *bus_open(const struct bus_config *config, const char *name,
                      char *err, size_t errlen);
 /* Closes gracefully when the connection is healthy, else just drops it;

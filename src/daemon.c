@@ -3,11 +3,13 @@
  */
 #include "daemon.h"
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -75,6 +77,47 @@ daemon_sleep_ms(long ms)
     }
 }
 
+/* 1 if PATH names a file (NULL and "" do not). */
+static int
+daemon_given(const char *path)
+{
+    return path != NULL && path[0] != '\0';
+}
+
+/* Checks the AMQP TLS options at start, so a typo fails here and not as
+ * a broker that never becomes reachable. */
+static int
+daemon_check_tls(const struct daemon_options *o, char *err, size_t errlen)
+{
+    const char *const files[][2] = {
+        {"amqp-cacert", o->amqp_cacert},
+        {"amqp-cert", o->amqp_cert},
+        {"amqp-key", o->amqp_key},
+    };
+
+    if (!o->amqp_tls)
+        return 0;
+    if (!daemon_given(o->amqp_cacert)) {
+        snprintf(err, errlen, "amqp-tls needs --amqp-cacert, the CA that "
+                 "signs the broker's certificate");
+        return -1;
+    }
+    if (daemon_given(o->amqp_cert) != daemon_given(o->amqp_key)) {
+        snprintf(err, errlen, "amqp-cert and amqp-key go together (only "
+                 "--%s is set)", daemon_given(o->amqp_cert) ? "amqp-cert"
+                                                             : "amqp-key");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (daemon_given(files[i][1]) && access(files[i][1], R_OK) != 0) {
+            snprintf(err, errlen, "%s: cannot read %s: %s", files[i][0],
+                     files[i][1], strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 struct slotmap *
 daemon_setup(const struct daemon_options *o, const char *tag, char *err,
              size_t errlen)
@@ -93,6 +136,8 @@ daemon_setup(const struct daemon_options *o, const char *tag, char *err,
                  o->queue_type);
         return NULL;
     }
+    if (daemon_check_tls(o, err, errlen) != 0)
+        return NULL;
     if (o->slot_map != NULL && o->slot_map[0] != '\0')
         return slotmap_load(o->slot_map, err, errlen);
     return slotmap_create_default((uint32_t)o->instances, 1);
@@ -110,6 +155,11 @@ daemon_bus_config(const struct daemon_options *o, struct bus_config *c)
     c->heartbeat_s = (int)o->amqp_heartbeat;
     c->timeout_ms = DAEMON_BUS_TIMEOUT_MS;
     c->queue_type = o->queue_type;
+    c->tls = o->amqp_tls;
+    c->tls_cacert = o->amqp_cacert;
+    c->tls_cert = o->amqp_cert;
+    c->tls_key = o->amqp_key;
+    c->tls_verify_hostname = o->amqp_tls_verify_hostname;
 }
 
 struct json_object *

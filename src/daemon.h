@@ -27,6 +27,11 @@ struct daemon_options {
     char *amqp_user;
     char *amqp_password;
     long amqp_heartbeat;
+    int amqp_tls;
+    char *amqp_cacert;
+    char *amqp_cert;
+    char *amqp_key;
+    int amqp_tls_verify_hostname;
     char *queue_type;
     char *memcached;
     long instances;
@@ -53,6 +58,17 @@ struct daemon_options {
                   "guest", 0, 0, "RabbitMQ password"),                     \
     DAEMON_OPTION(type, f, "amqp-heartbeat", CONFIG_INT, amqp_heartbeat,   \
                   "10", 0, 600, "AMQP heartbeat in seconds (0 = off)"),    \
+    DAEMON_OPTION(type, f, "amqp-tls", CONFIG_BOOL, amqp_tls, "0", 0, 0,   \
+                  "connect to RabbitMQ with TLS (needs --amqp-cacert)"),   \
+    DAEMON_OPTION(type, f, "amqp-cacert", CONFIG_STRING, amqp_cacert,      \
+                  NULL, 0, 0, "PEM CA file that verifies the broker"),     \
+    DAEMON_OPTION(type, f, "amqp-cert", CONFIG_STRING, amqp_cert, NULL, 0, \
+                  0, "PEM client certificate for the broker (optional)"),  \
+    DAEMON_OPTION(type, f, "amqp-key", CONFIG_STRING, amqp_key, NULL, 0,   \
+                  0, "PEM private key of --amqp-cert"),                    \
+    DAEMON_OPTION(type, f, "amqp-tls-verify-hostname", CONFIG_BOOL,        \
+                  amqp_tls_verify_hostname, "1", 0, 0,                     \
+                  "match --amqp-host to the broker's certificate"),        \
     DAEMON_OPTION(type, f, "queue-type", CONFIG_STRING, queue_type,        \
                   "classic", 0, 0,                                         \
                   "x-queue-type of durable queues: classic or quorum"),    \
@@ -80,7 +96,8 @@ long daemon_backoff_next(long ms, long max_ms);
 /* Sleeps MS milliseconds, waking early when a stop was asked for. */
 void daemon_sleep_ms(long ms);
 
-/* Applies the log level, checks the queue type, and loads the slot map
+/* Applies the log level, checks the queue type and the AMQP TLS files, and
+ * loads the slot map
  * (the --slot-map file, or the default map of --instances at version 1).
  * Returns the map (owned by the caller), or NULL with a reason in ERR. */
 struct slotmap *daemon_setup(const struct daemon_options *o, const char *tag,

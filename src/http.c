@@ -17,6 +17,10 @@
  * Stop answers the suspended requests 503 and waits (bounded) until the
  * active ones are delivered, because MHD must not be stopped with
  * suspended connections.
+ *
+ * HTTPS: the PEM files are read at start and handed to MHD as text. MHD's
+ * own log is caught (first message kept), because a certificate GnuTLS
+ * rejects shows up only there; it becomes the start error.
  */
 #include "http.h"
 
@@ -46,6 +50,7 @@
 #define HTTP_BODY_INITIAL             1024
 #define HTTP_STOP_GRACE_S             2
 #define HTTP_REASON_MAX               256
+#define HTTP_PEM_MAX                  (1024 * 1024)
 #define HTTP_JSON_FLAGS  (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define HTTP_MEDIA_JSON  "application/json"
 #define HTTP_SPACE       " \t"
@@ -77,6 +82,11 @@ struct http_server {
     pthread_cond_t active_empty;  /* signalled when active becomes NULL */
     struct http_request *active;  /* handler called, request not completed */
     int stopping;
+    char *tls_cert;               /* owned PEM text; NULL for plain HTTP */
+    char *tls_key;                /* owned PEM text; wiped when freed */
+    size_t tls_key_len;
+    pthread_mutex_t log_lock;     /* guards mhd_error */
+    char mhd_error[HTTP_REASON_MAX];   /* MHD's first log message */
 };
 
 struct http_request {
@@ -500,6 +510,89 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* MHD's log: keeps the first message, which says why a start failed (it
+ * comes before anything a running server could log). */
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct http_server *s = cls;
+    size_t n;
+
+    pthread_mutex_lock(&s->log_lock);
+    if (s->mhd_error[0] == '\0') {
+        vsnprintf(s->mhd_error, sizeof s->mhd_error, fmt, ap);
+        n = strlen(s->mhd_error);
+        while (n > 0 && strchr(" .\r\n", s->mhd_error[n - 1]) != NULL)
+            s->mhd_error[--n] = '\0';
+    }
+    pthread_mutex_unlock(&s->log_lock);
+}
+
+/* ---- TLS files ------------------------------------------------------------ */
+
+/* The whole file at PATH as a new NUL-terminated string owned by the
+ * caller (*LEN bytes), or NULL with a reason naming WHAT in ERR. */
+static char *
+read_pem(const char *path, const char *what, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *text;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read the TLS %s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    text = xmalloc(HTTP_PEM_MAX + 2);
+    *len = fread(text, 1, HTTP_PEM_MAX + 1, f);
+    if (ferror(f)) {
+        snprintf(err, errlen, "cannot read the TLS %s %s: %s", what, path, strerror(errno));
+        goto fail;
+    }
+    if (*len == 0 || *len > HTTP_PEM_MAX) {
+        snprintf(err, errlen, "the TLS %s %s is %s", what, path,
+                 *len == 0 ? "empty" : "over 1 MiB");
+        goto fail;
+    }
+    fclose(f);
+    text[*len] = '\0';
+    return text;
+
+fail:
+    fclose(f);
+    explicit_bzero(text, HTTP_PEM_MAX + 2);
+    free(text);
+    return NULL;
+}
+
+/* Reads CONFIG's certificate and key into S when both are set. */
+static int
+load_tls(struct http_server *s, const struct http_config *config, char *err, size_t errlen)
+{
+    int has_cert = config->tls_cert != NULL && config->tls_cert[0] != '\0';
+    int has_key = config->tls_key != NULL && config->tls_key[0] != '\0';
+    size_t len;
+
+    if (!has_cert && !has_key)
+        return 0;
+    if (!has_cert || !has_key) {
+        snprintf(err, errlen, "HTTPS needs both a certificate and a key "
+                 "(only the %s is set)", has_cert ? "certificate" : "key");
+        return -1;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(err, errlen, "this libmicrohttpd is built without TLS support");
+        return -1;
+    }
+    s->tls_cert = read_pem(config->tls_cert, "certificate", &len, err, errlen);
+    if (s->tls_cert == NULL)
+        return -1;
+    s->tls_key = read_pem(config->tls_key, "key", &s->tls_key_len, err, errlen);
+    return s->tls_key != NULL ? 0 : -1;
+}
+
 /* ---- public API ---------------------------------------------------------- */
 
 static void
@@ -507,7 +600,12 @@ server_free(struct http_server *s)
 {
     pthread_cond_destroy(&s->active_empty);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->log_lock);
     free(s->cors_origins);
+    free(s->tls_cert);
+    if (s->tls_key != NULL)
+        explicit_bzero(s->tls_key, s->tls_key_len);
+    free(s->tls_key);
     free(s);
 }
 
@@ -519,6 +617,9 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
     struct sockaddr_in addr;
     pthread_condattr_t attr;
     const union MHD_DaemonInfo *info;
+    struct MHD_OptionItem tls_options[3];
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME
+                     | MHD_USE_ERROR_LOG;
 
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
@@ -541,14 +642,27 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
     s->ready = ready;
     s->ctx = ctx;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->log_lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->active_empty, &attr);
     pthread_condattr_destroy(&attr);
+    if (load_tls(s, config, err, errlen) != 0)
+        goto fail;
+    memset(tls_options, 0, sizeof tls_options);
+    tls_options[0].option = MHD_OPTION_END;
+    if (s->tls_cert != NULL) {
+        flags |= MHD_USE_TLS;
+        tls_options[0].option = MHD_OPTION_HTTPS_MEM_CERT;
+        tls_options[0].ptr_value = s->tls_cert;
+        tls_options[1].option = MHD_OPTION_HTTPS_MEM_KEY;
+        tls_options[1].ptr_value = s->tls_key;
+        tls_options[2].option = MHD_OPTION_END;
+    }
 
     s->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
-        (uint16_t)config->port, NULL, NULL, on_request, s,
+        flags, (uint16_t)config->port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,   /* first, or MHD warns */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE,
         config->threads != 0 ? config->threads : HTTP_THREADS_DEFAULT,
@@ -559,10 +673,16 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
         MHD_OPTION_CONNECTION_TIMEOUT,
         config->timeout_s != 0 ? config->timeout_s : HTTP_TIMEOUT_S_DEFAULT,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_ARRAY, tls_options,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", config->address, config->port,
-                 strerror(errno));
+        int saved = errno;
+
+        pthread_mutex_lock(&s->log_lock);
+        snprintf(err, errlen, "cannot %s on %s:%d: %s",
+                 s->tls_cert != NULL ? "serve HTTPS" : "listen", config->address,
+                 config->port, s->mhd_error[0] != '\0' ? s->mhd_error : strerror(saved));
+        pthread_mutex_unlock(&s->log_lock);
         goto fail;
     }
     info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);

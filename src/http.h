@@ -21,6 +21,9 @@
  * not answered when the handler returns is suspended
  * (MHD_suspend_connection) and resumed when the answer comes, so waiting
  * on a broker confirm holds no thread.
+ *
+ * With a certificate and a key (PEM files, read once at start) the server
+ * speaks only HTTPS (GnuTLS inside libmicrohttpd); see schema/tls.md.
  */
 #ifndef TALLY_HTTP_H
 #define TALLY_HTTP_H
@@ -46,6 +49,10 @@ struct http_config {
     unsigned timeout_s;         /* idle connection timeout; 0 = 30 */
     const char *cors_origins;   /* comma-separated allowed origins, "*"
                                    for any; NULL or "" for none */
+    const char *tls_cert;       /* PEM certificate file (chain allowed);
+                                   with tls_key: HTTPS. NULL or "" for
+                                   plain HTTP */
+    const char *tls_key;        /* PEM private key file of tls_cert */
 };
 
 struct http_request;
@@ -61,7 +68,8 @@ typedef int (*http_ready_fn)(void *ctx, char *why, size_t whylen);
 struct http_server;
 
 /* Starts listening. Returns a new server owned by the caller, or NULL with
- * a reason in ERR (e.g. the port is taken). CONFIG and its strings are
+ * a reason in ERR (e.g. the port is taken, a TLS file is unreadable or
+ * only one of tls_cert and tls_key is set). CONFIG and its strings are
  * copied. */
 struct http_server *http_server_start(const struct http_config *config,
                                       http_rpc_fn rpc, http_ready_fn ready,

@@ -212,6 +212,14 @@ publisher_ready(struct publisher *p)
     return ready;
 }
 
+void
+publisher_last_error(struct publisher *p, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&p->lock);
+    snprintf(why, whylen, "%s", p->last_error);
+    pthread_mutex_unlock(&p->lock);
+}
+
 /* ---------------------------------------------------------------------- */
 /* The thread                                                              */
 /* ---------------------------------------------------------------------- */

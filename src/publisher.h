@@ -52,6 +52,8 @@ void publisher_stop(struct publisher *p);
 void publisher_destroy(struct publisher *p);
 /* 1 when connected with the topology declared. */
 int publisher_ready(struct publisher *p);
+/* The last connection error into WHY ("" before any). */
+void publisher_last_error(struct publisher *p, char *why, size_t whylen);
 /* Items published again after a lost connection, since the start. */
 uint64_t publisher_republished(struct publisher *p);
 

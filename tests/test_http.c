@@ -10,6 +10,9 @@
  *                                                    |   answers in 100 ms
  *                                                    | "never"  -> no answer
  *                                                    | else     -> echo
+ *
+ * The HTTPS tests make a self-signed certificate with the openssl CLI in a
+ * temp dir and ask over TLS with curl (--cacert: the name is verified).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +29,7 @@
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 
 #include "http.h"
@@ -44,6 +48,14 @@
 #define RESPONSE_MAX       8192
 #define REQUEST_MAX        1024
 #define HEADERS_MAX        32
+#define DIR_MAX_TEST       64
+#define PATH_MAX_TEST      256
+#define COMMAND_MAX        1024
+
+/* A P-256 certificate for 127.0.0.1, valid for a day. */
+#define TEST_OPENSSL_REQ \
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes " \
+    "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
 
 #define JSON_HEADER "Content-Type: application/json\r\n"
 
@@ -157,6 +169,100 @@ teardown(void **state)
     pthread_mutex_destroy(&f->lock);
     free(f);
     return 0;
+}
+
+/* ---- HTTPS: certificate files and a server using them ------------------- */
+
+struct tls_fixture {
+    struct fixture base;         /* first: the plain tests' handlers take it */
+    char dir[DIR_MAX_TEST];
+    char cert[PATH_MAX_TEST];
+    char key[PATH_MAX_TEST];
+    char junk[PATH_MAX_TEST];    /* not PEM */
+};
+
+static int
+tls_setup(void **state)
+{
+    struct tls_fixture *t = xcalloc(1, sizeof *t);
+    char command[COMMAND_MAX], err[HTTP_ERR_MAX] = "";
+    struct http_config config = {
+        .address = "127.0.0.1",
+        .port = 0,
+        .body_max = TEST_BODY_MAX,
+        .threads = TEST_THREADS,
+    };
+    FILE *f;
+
+    snprintf(t->dir, sizeof t->dir, "/tmp/test_http.XXXXXX");
+    if (mkdtemp(t->dir) == NULL)
+        return -1;
+    snprintf(t->cert, sizeof t->cert, "%s/cert.pem", t->dir);
+    snprintf(t->key, sizeof t->key, "%s/key.pem", t->dir);
+    snprintf(t->junk, sizeof t->junk, "%s/junk.pem", t->dir);
+    snprintf(command, sizeof command, TEST_OPENSSL_REQ " -keyout %s -out %s 2>/dev/null",
+             t->key, t->cert);
+    if (system(command) != 0) {
+        fprintf(stderr, "failed: %s\n", command);
+        return -1;
+    }
+    f = fopen(t->junk, "w");
+    if (f == NULL)
+        return -1;
+    fputs("not a certificate\n", f);
+    fclose(f);
+
+    pthread_mutex_init(&t->base.lock, NULL);
+    pthread_cond_init(&t->base.changed, NULL);
+    t->base.ready = 1;
+    config.tls_cert = t->cert;
+    config.tls_key = t->key;
+    t->base.server = http_server_start(&config, test_rpc, test_ready, &t->base, err,
+                                       sizeof err);
+    if (t->base.server == NULL) {
+        fprintf(stderr, "http_server_start: %s\n", err);
+        return -1;
+    }
+    t->base.port = http_server_port(t->base.server);
+    *state = t;
+    return 0;
+}
+
+static int
+tls_teardown(void **state)
+{
+    struct tls_fixture *t = *state;
+
+    unlink(t->cert);
+    unlink(t->key);
+    unlink(t->junk);
+    rmdir(t->dir);
+    return teardown(state);   /* frees T: base is its first member */
+}
+
+/* Runs curl on PATH over HTTPS trusting only T's certificate, with EXTRA
+ * arguments; returns curl's exit code, its output (body and " <status>")
+ * in OUT. */
+static int
+curl_https(const struct tls_fixture *t, const char *extra, const char *path, char *out,
+     size_t outlen)
+{
+    char command[COMMAND_MAX];
+    size_t len;
+    FILE *p;
+    int status;
+
+    snprintf(command, sizeof command,
+             "curl -sS --max-time %d --cacert %s -w ' %%{http_code}' %s "
+             "https://127.0.0.1:%d%s 2>/dev/null",
+             TEST_WAIT_S, t->cert, extra, t->base.port, path);
+    p = popen(command, "r");
+    assert_non_null(p);
+    len = fread(out, 1, outlen - 1, p);
+    out[len] = '\0';
+    status = pclose(p);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
 }
 
 /* ---- the raw HTTP client ------------------------------------------------- */
@@ -531,6 +637,92 @@ test_stop_suspended(void **state)
                     "\"id\":null}");
 }
 
+static void
+test_https(void **state)
+{
+    struct tls_fixture *t = *state;
+    char out[RESPONSE_MAX];
+
+    assert_int_equal(curl_https(t, "", "/healthz", out, sizeof out), 0);
+    assert_string_equal(out, "{\"status\":\"ok\"} 200");
+
+    /* an echo, and a late answer (suspend and resume) over TLS */
+    assert_int_equal(curl_https(t, "-H 'Content-Type: application/json' --data-binary '[1,2]'",
+                          "/rpc", out, sizeof out), 0);
+    assert_string_equal(out, "[1,2] 200");
+    assert_int_equal(curl_https(t, "-H 'Content-Type: application/json' --data-binary later",
+                          "/rpc", out, sizeof out), 0);
+    assert_string_equal(out, "later 200");
+}
+
+static void
+test_https_refuses_plain(void **state)
+{
+    struct tls_fixture *t = *state;
+    char raw[RESPONSE_MAX + 1];
+    size_t len = 0;
+    ssize_t n;
+    int fd = client_send(t->base.port,
+                         "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         "Connection: close\r\n\r\n");
+
+    /* the server hangs up (recv 0, not the receive timeout) without any
+     * HTTP answer */
+    while (len < RESPONSE_MAX && (n = recv(fd, raw + len, RESPONSE_MAX - len, 0)) > 0)
+        len += (size_t)n;
+    assert_int_equal(n, 0);
+    close(fd);
+    raw[len] = '\0';
+    assert_null(strstr(raw, "HTTP/"));
+}
+
+/* The TLS start errors, on the files of T. */
+static void
+test_https_start_errors(void **state)
+{
+    static const char bad_pem[] = "cannot serve HTTPS on 127.0.0.1:0: GnuTLS failed to "
+                                  "setup x509 certificate/key: ";
+    struct tls_fixture *t = *state;
+    struct http_config config = { .address = "127.0.0.1", .port = 0 };
+    char err[HTTP_ERR_MAX], expected[HTTP_ERR_MAX + PATH_MAX_TEST];
+
+    config.tls_cert = t->cert;
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    assert_string_equal(err, "HTTPS needs both a certificate and a key "
+                             "(only the certificate is set)");
+
+    config.tls_cert = "";
+    config.tls_key = t->key;
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    assert_string_equal(err, "HTTPS needs both a certificate and a key "
+                             "(only the key is set)");
+
+    config.tls_cert = t->cert;
+    config.tls_key = "/nonexistent/key.pem";
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    assert_string_equal(err, "cannot read the TLS key /nonexistent/key.pem: "
+                             "No such file or directory");
+
+    config.tls_cert = t->dir;
+    config.tls_key = t->key;
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    snprintf(expected, sizeof expected, "cannot read the TLS certificate %s: Is a directory",
+             t->dir);
+    assert_string_equal(err, expected);
+
+    /* readable but not PEM: GnuTLS' reason, caught from MHD's log */
+    config.tls_cert = t->junk;
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    assert_int_equal(strncmp(err, bad_pem, strlen(bad_pem)), 0);
+    assert_true(strlen(err) > strlen(bad_pem));
+
+    /* a certificate and a key that are swapped */
+    config.tls_cert = t->key;
+    config.tls_key = t->cert;
+    assert_null(http_server_start(&config, test_rpc, test_ready, t, err, sizeof err));
+    assert_int_equal(strncmp(err, bad_pem, strlen(bad_pem)), 0);
+}
+
 int
 main(void)
 {
@@ -545,6 +737,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_health, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_suspended, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_https_refuses_plain, tls_setup, tls_teardown),
+        cmocka_unit_test_setup_teardown(test_https_start_errors, tls_setup, tls_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -247,7 +247,11 @@ frontend_ready(void *ctx, char *why, size_t whylen)
     struct frontend *fe = ctx;
 
     if (!publisher_ready(fe->publisher)) {
-        snprintf(why, whylen, "the publisher is not connected to RabbitMQ");
+        char error[BUS_ERR_MAX];
+
+        publisher_last_error(fe->publisher, error, sizeof(error));
+        snprintf(why, whylen, "the publisher is not connected to RabbitMQ%s%s",
+                 error[0] != '\0' ? ": " : "", error);
         return 0;
     }
     if (!inbox_ready(fe->inbox)) {
@@ -375,8 +379,10 @@ main(int argc, char **argv)
                              sizeof(err));
     if (http == NULL)
         goto stop;
-    log_info("serving http://%s:%d/rpc (%u instances, map version %llu)",
-             hc.address, http_server_port(http), fe.map->instances,
+    log_info("serving %s://%s:%d/rpc (%u instances, map version %llu)",
+             hc.tls_cert != NULL && hc.tls_cert[0] != '\0' ? "https" : "http",
+             hc.address,
+             http_server_port(http), fe.map->instances,
              (unsigned long long)fe.map->version);
     while (!daemon_stopping)
         daemon_sleep_ms(DAEMON_RECONNECT_MAX_MS);

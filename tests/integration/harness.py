@@ -3,7 +3,9 @@ harness: what tally's integration tests share. Python 3 standard library
 plus Debian's python3-pika (AMQP).
 
     Servers   one private RabbitMQ node and one memcached, in a temp dir,
-              on ports below 32768 that were test-bound first
+              on ports below 32768 that were test-bound first; the node
+              also has a TLS listener (amqp_tls_port, CA in tls_ca)
+    make_ca, make_cert   test certificates with the openssl CLI
     Cluster   M tally-aggregators and F tally-frontends against a vhost of
               those servers; stop() insists on exit code 0 (LeakSanitizer)
     rpc, post_raw, request_raw     HTTP/JSON-RPC clients (http.client)
@@ -44,6 +46,8 @@ DAEMON_STOP_S = 20
 HTTP_TIMEOUT_S = 30
 POLL_S = 0.1
 SEND_CHUNK = 65536
+CERT_DAYS = 2
+OPENSSL_TIMEOUT_S = 30
 
 AMQP_USER = 'guest'
 AMQP_PASSWORD = 'guest'
@@ -112,6 +116,52 @@ def stop_process(proc, sig=signal.SIGTERM, wait_s=PROCESS_STOP_S):
     return proc.wait()
 
 
+def _openssl(*args):
+    """Runs the openssl CLI; raises RuntimeError with its complaint."""
+    try:
+        done = subprocess.run(['openssl'] + list(args),
+                              stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=OPENSSL_TIMEOUT_S)
+    except FileNotFoundError:
+        raise RuntimeError('openssl not found (apt-get install openssl)')
+    if done.returncode != 0:
+        raise RuntimeError('openssl %s failed (%d): %s'
+                           % (args[0], done.returncode,
+                              done.stderr.decode('utf-8', 'replace').strip()))
+
+
+def make_ca(directory, name):
+    """A self-signed P-256 CA in DIRECTORY; returns (cert path, key
+    path), NAME.pem and NAME.key."""
+    cert = os.path.join(directory, name + '.pem')
+    key = os.path.join(directory, name + '.key')
+    _openssl('req', '-x509', '-newkey', 'ec',
+             '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+             '-days', str(CERT_DAYS), '-subj', '/CN=' + name,
+             '-keyout', key, '-out', cert)
+    return cert, key
+
+
+def make_cert(directory, name, ca, san='DNS:localhost,IP:127.0.0.1'):
+    """A P-256 server and client certificate for SAN, signed by CA (a
+    make_ca pair), in DIRECTORY; returns (cert path, key path)."""
+    cert = os.path.join(directory, name + '.pem')
+    key = os.path.join(directory, name + '.key')
+    csr = os.path.join(directory, name + '.csr')
+    ext = os.path.join(directory, name + '.ext')
+    with open(ext, 'w') as f:
+        f.write('basicConstraints = CA:FALSE\nsubjectAltName = %s\n'
+                'extendedKeyUsage = serverAuth, clientAuth\n' % san)
+    _openssl('req', '-new', '-newkey', 'ec',
+             '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+             '-subj', '/CN=' + name, '-keyout', key, '-out', csr)
+    _openssl('x509', '-req', '-in', csr, '-CA', ca[0], '-CAkey', ca[1],
+             '-CAcreateserial', '-days', str(CERT_DAYS), '-extfile', ext,
+             '-out', cert)
+    return cert, key
+
+
 def wait_for_port(port, proc, wait_s, what, log):
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -143,6 +193,10 @@ class Servers:
         self.dir = None
         self.node = 'tally-test-%d@localhost' % os.getpid()
         self.amqp_port = None
+        self.amqp_tls_port = None      # same node, TLS (no client cert)
+        self.tls_ca = None             # CA file of the node's certificate
+        self.tls_ca_key = None         # its key, to sign more certificates
+        self._tls_cert = None          # the node's (cert, key)
         self.dist_port = None
         self.epmd_port = None
         self.memcached_port = None
@@ -167,8 +221,35 @@ class Servers:
     def start(self):
         self.dir = tempfile.mkdtemp(prefix='tally-test-')
         os.chmod(self.dir, 0o755)
+        self._make_tls()
         self._start_memcached()
         self._start_rabbitmq()
+
+    def _make_tls(self):
+        """A CA and the node's certificate (localhost, 127.0.0.1) in
+        DIR/tls, readable by the node's user."""
+        tls = os.path.join(self.dir, 'tls')
+        os.mkdir(tls)
+        ca = make_ca(tls, 'tally-test-ca')
+        self._tls_cert = make_cert(tls, 'rabbitmq', ca)
+        self.tls_ca, self.tls_ca_key = ca
+        if os.geteuid() == 0:
+            for name in os.listdir(tls):
+                shutil.chown(os.path.join(tls, name), RABBITMQ_USER,
+                             RABBITMQ_USER)
+
+    def _write_rabbitmq_conf(self, base):
+        """BASE/rabbitmq.conf: a TLS listener beside the plain one
+        (RABBITMQ_NODE_PORT), no client certificate asked for."""
+        with open(os.path.join(base, 'rabbitmq.conf'), 'w') as f:
+            f.write('listeners.ssl.local = 127.0.0.1:%d\n'
+                    'ssl_options.cacertfile = %s\n'
+                    'ssl_options.certfile = %s\n'
+                    'ssl_options.keyfile = %s\n'
+                    'ssl_options.verify = verify_none\n'
+                    'ssl_options.fail_if_no_peer_cert = false\n'
+                    % (self.amqp_tls_port, self.tls_ca, self._tls_cert[0],
+                       self._tls_cert[1]))
 
     def stop(self):
         """Stops both servers (whatever was started) and removes the temp
@@ -230,8 +311,10 @@ class Servers:
             if os.geteuid() == 0:
                 shutil.chown(base, RABBITMQ_USER, RABBITMQ_USER)
             self.amqp_port = free_port()
+            self.amqp_tls_port = free_port()
             self.dist_port = free_port()
             self.epmd_port = free_port()
+            self._write_rabbitmq_conf(base)
             self._env = self._rabbit_env(base)
             log = os.path.join(base, 'out.log')
             with open(log, 'wb') as out:
