@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -40,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "xalloc.h"
 
 #define HTTP_THREADS_DEFAULT          2
@@ -62,18 +64,33 @@
 #define HTTP_STATUS_METHOD            405
 #define HTTP_STATUS_TOO_LARGE         413
 #define HTTP_STATUS_MEDIA_TYPE        415
+#define HTTP_STATUS_TOO_MANY          429
 #define HTTP_STATUS_UNAVAILABLE       503
 
 /* JSON-RPC's "Internal error", for requests cut off by a stop. */
 #define HTTP_ERR_SHUTDOWN             (-32603)
 
+#define HTTP_IP_BUCKETS   1024
+#define HTTP_ADDR_MAX     16          /* an IPv6 address */
+
 #define HTTP_ALLOW_RPC    "POST, OPTIONS"
 #define HTTP_ALLOW_HEALTH "GET"
+
+/* Open connections from one client address. */
+struct http_ip {
+    struct http_ip *next;
+    uint8_t addr[HTTP_ADDR_MAX];
+    size_t addr_len;
+    unsigned connections;
+};
 
 struct http_server {
     struct MHD_Daemon *daemon;
     int port;
     size_t body_max;
+    unsigned per_ip_limit;
+    pthread_mutex_t ip_lock;      /* guards ips */
+    struct http_ip *ips[HTTP_IP_BUCKETS];
     char *cors_origins;           /* owned; NULL for none */
     http_rpc_fn rpc;
     http_ready_fn ready;
@@ -433,11 +450,107 @@ rpc_begin(struct http_server *s, struct MHD_Connection *conn, const char *origin
 
 /* ---- MHD callbacks ------------------------------------------------------- */
 
+/* The client address of CONN (4 or 16 bytes) into ADDR; its length, or 0
+ * when unknown. */
+static size_t
+client_addr(struct MHD_Connection *conn, uint8_t addr[HTTP_ADDR_MAX])
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = info != NULL ? info->client_addr : NULL;
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return 4;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+/* Counts connections per client address (MHD_OPTION_NOTIFY_CONNECTION);
+ * the entry is the connection's socket context. */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    uint8_t addr[HTTP_ADDR_MAX];
+    size_t len, b;
+    struct http_ip *ip, **p;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        len = client_addr(conn, addr);
+        if (len == 0)
+            return;
+        b = (size_t)(hash_fnv1a64(addr, len) % HTTP_IP_BUCKETS);
+        pthread_mutex_lock(&s->ip_lock);
+        for (ip = s->ips[b]; ip != NULL; ip = ip->next)
+            if (ip->addr_len == len && memcmp(ip->addr, addr, len) == 0)
+                break;
+        if (ip == NULL) {
+            ip = xcalloc(1, sizeof(*ip));
+            memcpy(ip->addr, addr, len);
+            ip->addr_len = len;
+            ip->next = s->ips[b];
+            s->ips[b] = ip;
+        }
+        ip->connections++;
+        pthread_mutex_unlock(&s->ip_lock);
+        *socket_context = ip;
+        return;
+    }
+    ip = *socket_context;
+    if (ip == NULL)
+        return;
+    b = (size_t)(hash_fnv1a64(ip->addr, ip->addr_len) % HTTP_IP_BUCKETS);
+    pthread_mutex_lock(&s->ip_lock);
+    if (--ip->connections == 0) {
+        for (p = &s->ips[b]; *p != ip; p = &(*p)->next)
+            ;
+        *p = ip->next;
+        free(ip);
+    }
+    pthread_mutex_unlock(&s->ip_lock);
+    *socket_context = NULL;
+}
+
+/* 1 if CONN's address has more connections open than the limit. */
+static int
+over_ip_limit(struct http_server *s, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct http_ip *ip = info != NULL ? info->socket_context : NULL;
+    int over;
+
+    if (ip == NULL)
+        return 0;
+    pthread_mutex_lock(&s->ip_lock);
+    over = ip->connections > s->per_ip_limit;
+    pthread_mutex_unlock(&s->ip_lock);
+    return over;
+}
+
 static enum MHD_Result
 route(struct http_server *s, struct MHD_Connection *conn, const char *url,
       const char *method, void **con_cls)
 {
     const char *origin = allowed_origin(s, conn);
+    static const char *const close_headers[] = {
+        MHD_HTTP_HEADER_CONNECTION, "close", NULL,
+    };
+    char data[HTTP_REASON_MAX];
+
+    if (over_ip_limit(s, conn)) {
+        snprintf(data, sizeof(data), "at most %u connections from one "
+                 "client address", s->per_ip_limit);
+        return reply_error(conn, origin, HTTP_STATUS_TOO_MANY,
+                           HTTP_ERR_CONNECTIONS, "Too many connections", data,
+                           close_headers);
+    }
 
     if (strcmp(url, "/rpc") == 0) {
         if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
@@ -601,6 +714,15 @@ server_free(struct http_server *s)
     pthread_cond_destroy(&s->active_empty);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->log_lock);
+    pthread_mutex_destroy(&s->ip_lock);
+    for (size_t i = 0; i < HTTP_IP_BUCKETS; i++) {
+        while (s->ips[i] != NULL) {
+            struct http_ip *ip = s->ips[i];
+
+            s->ips[i] = ip->next;
+            free(ip);
+        }
+    }
     free(s->cors_origins);
     free(s->tls_cert);
     if (s->tls_key != NULL)
@@ -636,6 +758,8 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
 
     s = xcalloc(1, sizeof *s);
     s->body_max = config->body_max != 0 ? config->body_max : HTTP_BODY_MAX_DEFAULT;
+    s->per_ip_limit = config->per_ip_limit != 0 ? config->per_ip_limit
+                                                : HTTP_PER_IP_LIMIT_DEFAULT;
     if (config->cors_origins != NULL && config->cors_origins[0] != '\0')
         s->cors_origins = xstrndup(config->cors_origins, strlen(config->cors_origins));
     s->rpc = rpc;
@@ -643,6 +767,7 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
     s->ctx = ctx;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->log_lock, NULL);
+    pthread_mutex_init(&s->ip_lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->active_empty, &attr);
@@ -668,11 +793,10 @@ http_server_start(const struct http_config *config, http_rpc_fn rpc, http_ready_
         config->threads != 0 ? config->threads : HTTP_THREADS_DEFAULT,
         MHD_OPTION_CONNECTION_LIMIT,
         config->connection_limit != 0 ? config->connection_limit : HTTP_CONNECTION_LIMIT_DEFAULT,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        config->per_ip_limit != 0 ? config->per_ip_limit : HTTP_PER_IP_LIMIT_DEFAULT,
         MHD_OPTION_CONNECTION_TIMEOUT,
         config->timeout_s != 0 ? config->timeout_s : HTTP_TIMEOUT_S_DEFAULT,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_ARRAY, tls_options,
         MHD_OPTION_END);
     if (s->daemon == NULL) {
@@ -750,4 +874,15 @@ const char *
 http_request_header(struct http_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+void
+http_request_client(struct http_request *req, char *out, size_t outlen)
+{
+    uint8_t addr[HTTP_ADDR_MAX];
+    size_t len = client_addr(req->connection, addr);
+
+    if (len == 0 || inet_ntop(len == 4 ? AF_INET : AF_INET6, addr, out,
+                              (socklen_t)outlen) == NULL)
+        snprintf(out, outlen, "unknown");
 }

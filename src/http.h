@@ -11,10 +11,12 @@
  *   GET /healthz  200 {"status":"ok"}
  *   GET /readyz   200 {"ready":true} or 503 {"ready":false,"reason":"..."}
  *   other paths   404; other methods on a known path 405 with Allow
+ *   any request on a connection beyond per_ip_limit from its address
+ *                 429 and the connection is closed
  *
  * HTTP-level errors carry a JSON-RPC error body with "id": null and the
  * codes of schema/errors.md (1102 body too large, 1103 content type, 1104
- * not found, 1105 method not allowed).
+ * not found, 1105 method not allowed, 1106 too many connections).
  *
  * The rpc handler runs on an MHD thread with the whole body. It answers
  * with http_request_respond, at once or later from any thread: a request
@@ -38,6 +40,7 @@
 #define HTTP_ERR_CONTENT_TYPE 1103
 #define HTTP_ERR_NOT_FOUND 1104
 #define HTTP_ERR_METHOD 1105
+#define HTTP_ERR_CONNECTIONS 1106
 
 struct http_config {
     const char *address;        /* "127.0.0.1"; borrowed */
@@ -45,7 +48,8 @@ struct http_config {
     size_t body_max;            /* bytes; 0 = HTTP_BODY_MAX_DEFAULT */
     unsigned threads;           /* pool size; 0 = 2 */
     unsigned connection_limit;  /* 0 = 1024 */
-    unsigned per_ip_limit;      /* connections per client IP; 0 = 256 */
+    unsigned per_ip_limit;      /* connections per client IP; 0 = 256; a
+                                   request on one beyond gets 429, 1106 */
     unsigned timeout_s;         /* idle connection timeout; 0 = 30 */
     const char *cors_origins;   /* comma-separated allowed origins, "*"
                                    for any; NULL or "" for none */
@@ -92,5 +96,8 @@ void http_request_respond(struct http_request *req, unsigned status,
  * request is answered; NULL when absent. Only from the rpc handler's
  * thread, before answering. */
 const char *http_request_header(struct http_request *req, const char *name);
+/* The client's address as text (e.g. "127.0.0.1") into OUT; "unknown"
+ * when MHD cannot tell. Same thread rule as http_request_header. */
+void http_request_client(struct http_request *req, char *out, size_t outlen);
 
 #endif

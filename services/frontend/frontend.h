@@ -31,6 +31,7 @@
 #include "event.h"
 #include "jsonrpc.h"
 #include "publisher.h"
+#include "ratelimit.h"
 #include "slotmap.h"
 
 #define FRONTEND_ORIGIN_MAX 64
@@ -40,6 +41,7 @@
 #define FRONTEND_ERR_NOT_QUEUED 1201     /* events not durably queued */
 #define FRONTEND_ERR_INSTANCE 1202       /* an owner did not answer */
 #define FRONTEND_ERR_TOO_MANY_EVENTS 1203
+#define FRONTEND_ERR_RATE 1107           /* --rate-limit, HTTP 429 */
 
 struct frontend_options {
     struct daemon_options common;
@@ -56,6 +58,9 @@ struct frontend_options {
     long meta_ttl_ms;
     char *openrpc;
     char *tokens;
+    long rate_limit;
+    long connections_max;
+    long connections_per_ip;
 };
 
 struct meta;
@@ -71,6 +76,7 @@ struct frontend {
     struct meta *meta;
     json_object *openrpc;               /* rpc.discover answer */
     struct auth *auth;                  /* NULL: auth off (loopback) */
+    struct ratelimit *ratelimit;        /* NULL: --rate-limit 0 */
     char origin[FRONTEND_ORIGIN_MAX];   /* codec origin of sub-batches */
     struct jsonrpc_limits limits;
     pthread_mutex_t stop_lock;

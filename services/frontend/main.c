@@ -9,6 +9,7 @@
  * (events.record waits for broker confirms); the HTTP request stays
  * suspended until the last call is done (struct exchange).
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 
 #define FRONTEND_HTTP_OK 200
 #define FRONTEND_HTTP_NO_CONTENT 204
+#define FRONTEND_HTTP_TOO_MANY 429
 #define FRONTEND_HTTP_UNAVAILABLE 503
 
 static const char frontend_stopping_body[] =
@@ -64,6 +66,16 @@ static const struct config_option frontend_table[] = {
     {"tokens", CONFIG_STRING, offsetof(struct frontend_options, tokens), "",
      0, 0, "token file (schema/auth.md); without one, auth is off and "
      "--http-address must be loopback"},
+    {"rate-limit", CONFIG_INT, offsetof(struct frontend_options, rate_limit),
+     "0", 0, 10000000, "requests per second per client: its token, or its "
+     "address without one (0 = no limit); a burst of as many is allowed"},
+    {"connections-max", CONFIG_INT,
+     offsetof(struct frontend_options, connections_max), "1024", 1, 65536,
+     "open HTTP connections in all"},
+    {"connections-per-ip", CONFIG_INT,
+     offsetof(struct frontend_options, connections_per_ip), "256", 1, 65536,
+     "open HTTP connections from one client address; a request on one "
+     "more gets 429"},
 };
 #define FRONTEND_TABLE_SIZE (sizeof(frontend_table) / sizeof(frontend_table[0]))
 
@@ -205,6 +217,43 @@ exchange_complete(struct exchange *x, struct jsonrpc_call *call,
         exchange_finish(x);
 }
 
+/* Takes one request from the bucket of X's client (its token's name when
+ * it has a good one, else its address); when empty, answers 429 with
+ * 1107 and returns 0. */
+static int
+frontend_rate_ok(struct frontend *fe, struct exchange *x)
+{
+    char key[AUTH_NAME_MAX + 16], data[FRONTEND_REASON_MAX + 64];
+    char addr[INET6_ADDRSTRLEN];
+    json_object *o, *error;
+    const char *text;
+
+    if (x->verdict == AUTH_GRANTED && x->token != NULL) {
+        snprintf(key, sizeof(key), "token:%s", x->token->name);
+    } else {
+        http_request_client(x->http, addr, sizeof(addr));
+        snprintf(key, sizeof(key), "ip:%s", addr);
+    }
+    if (ratelimit_take(fe->ratelimit, key, daemon_monotonic_us()))
+        return 1;
+    snprintf(data, sizeof(data), "at most %ld requests per second per "
+             "client (%s); retry", fe->opts.rate_limit, key);
+    error = json_object_new_object();
+    json_object_object_add(error, "code", json_object_new_int(FRONTEND_ERR_RATE));
+    json_object_object_add(error, "message",
+                           json_object_new_string("Too many requests"));
+    json_object_object_add(error, "data", json_object_new_string(data));
+    o = json_object_new_object();
+    json_object_object_add(o, "jsonrpc", json_object_new_string("2.0"));
+    json_object_object_add(o, "error", error);
+    json_object_object_add(o, "id", NULL);
+    text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN
+                                             | JSON_C_TO_STRING_NOSLASHESCAPE);
+    http_request_respond(x->http, FRONTEND_HTTP_TOO_MANY, text, strlen(text));
+    json_object_put(o);
+    return 0;
+}
+
 static void
 frontend_rpc(struct http_request *req, const char *body, size_t len,
              void *ctx)
@@ -225,11 +274,15 @@ frontend_rpc(struct http_request *req, const char *body, size_t len,
     x = xcalloc(1, sizeof(*x));
     x->fe = fe;
     x->http = req;
-    x->batch = jsonrpc_parse(body, len, &fe->limits);
     if (fe->auth != NULL)
         x->verdict = auth_check(fe->auth,
                                 http_request_header(req, "Authorization"),
                                 &x->token);
+    if (fe->ratelimit != NULL && !frontend_rate_ok(fe, x)) {
+        free(x);
+        return;
+    }
+    x->batch = jsonrpc_parse(body, len, &fe->limits);
     x->dispatching = 1;
     pthread_mutex_init(&x->lock, NULL);
     jsonrpc_dispatch(x->batch, frontend_rpc_table, FRONTEND_METHOD_COUNT, x);
@@ -341,6 +394,9 @@ main(int argc, char **argv)
         goto fail;
     if (frontend_auth(&fe, err, sizeof(err)) != 0)
         goto fail;
+    if (fe.opts.rate_limit > 0)
+        fe.ratelimit = ratelimit_create(fe.opts.rate_limit,
+                                        fe.opts.rate_limit);
     fe.openrpc = frontend_load_openrpc(fe.opts.openrpc, err, sizeof(err));
     if (fe.openrpc == NULL)
         goto fail;
@@ -373,6 +429,8 @@ main(int argc, char **argv)
     hc.body_max = (size_t)fe.opts.body_max;
     hc.threads = (unsigned)fe.opts.http_threads;
     hc.cors_origins = fe.opts.cors_origins;
+    hc.connection_limit = (unsigned)fe.opts.connections_max;
+    hc.per_ip_limit = (unsigned)fe.opts.connections_per_ip;
     hc.tls_cert = fe.opts.tls_cert;
     hc.tls_key = fe.opts.tls_key;
     http = http_server_start(&hc, frontend_rpc, frontend_ready, &fe, err,
@@ -407,6 +465,7 @@ fail:
         cache_destroy(fe.cache);
     json_object_put(fe.openrpc);
     auth_free(fe.auth);
+    ratelimit_destroy(fe.ratelimit);
     slotmap_destroy(fe.map);
     config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
     pthread_mutex_destroy(&fe.stop_lock);
