@@ -12,8 +12,8 @@ broker user that may publish to tally.ingest and nothing else.
 import json
 import os
 
-from harness import (AMQP_PASSWORD, EXCHANGE_INGEST, INGEST_KEY, eventually,
-                     post_raw, rpc, rpc_result)
+from harness import (AMQP_PASSWORD, EXCHANGE_INGEST, INGEST_KEY, Cluster,
+                     eventually, post_raw, rpc, rpc_result)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = {'instances': 2, 'frontends': 1,
@@ -188,3 +188,39 @@ def test_ingest_only_broker_user(env):
                        token=READ)['metrics']['auth.ingest']
         return m is not None and m['count'] == 1 and m['sum'] == 3, m
     eventually(counted, 10, 'the ingest-only user\'s events counted')
+
+
+TALLY_USER = 'tally-own'
+# README, "Broker users": configure, write, read
+TALLY_PERMISSIONS = (r'^(tally\..*|amq\.gen-.*)$',
+                     r'^(tally\..*|amq\.gen-.*|amq\.default)$',
+                     r'^(tally\..*|amq\.gen-.*)$')
+
+
+def test_tally_user_permissions(env):
+    """The daemons work with nothing more than the permissions README
+    gives tally's own user: record, query, list, status and delete."""
+    servers = env.servers
+    vhost = 'tally-test-own-user'
+    servers.add_vhost(vhost)
+    servers.rabbitmqctl('add_user', TALLY_USER, AMQP_PASSWORD)
+    servers.rabbitmqctl('set_permissions', '-p', vhost, TALLY_USER,
+                        *TALLY_PERMISSIONS)
+    with Cluster(servers, vhost, env.builddir, instances=2, frontends=1,
+                 extra_args=['--amqp-user', TALLY_USER]) as cluster:
+        url = cluster.frontend_url(0)
+        names = ['own.a', 'own.b', 'own.c']
+        r = rpc_result(url, 'events.record', {'events': [
+            {'name': n, 'type': 'counter', 'value': 2} for n in names]})
+        assert r == {'accepted': 3, 'rejected': []}, r
+
+        def counted():
+            m = rpc_result(url, 'metrics.query', {'names': names})['metrics']
+            return all(m[n] is not None and m[n]['sum'] == 2
+                       for n in names), m
+        eventually(counted, 10, 'events of tally\'s own user counted')
+        status = rpc_result(url, 'cluster.status')
+        assert status['unreachable'] == [], status
+        rpc_result(url, 'metrics.delete', {'name': 'own.a'})
+        assert rpc_result(url, 'metrics.query', {'names': ['own.a']})[
+            'metrics'] == {'own.a': None}
