@@ -94,7 +94,8 @@ struct exchange {
     struct http_request *http;
     struct jsonrpc_batch *batch;
     enum auth_verdict verdict;       /* of the request's token */
-    const struct auth_token *token;  /* when granted */
+    const struct auth_token *token;  /* when granted; NULL otherwise and
+                                        with auth off */
     pthread_mutex_t lock;
     int dispatching;
     size_t outstanding;              /* calls that will finish later */

@@ -228,7 +228,7 @@ frontend_rate_ok(struct frontend *fe, struct exchange *x)
     json_object *o, *error;
     const char *text;
 
-    if (x->verdict == AUTH_GRANTED && x->token != NULL) {
+    if (x->token != NULL) {
         snprintf(key, sizeof(key), "token:%s", x->token->name);
     } else {
         http_request_client(x->http, addr, sizeof(addr));

@@ -24,8 +24,9 @@
 #include "xalloc.h"
 
 #define RECORD_MESSAGE_MAX 160
-/* Client batch ids are scoped per token once tokens exist; today the
- * scope is empty and ids must be globally unique (schema/dedup.md). */
+/* Client batch ids are scoped by the token's name, so one client cannot
+ * make another's batch look like a retry; without auth the scope is
+ * empty and ids must be globally unique (schema/dedup.md). */
 #define RECORD_BATCH_KIND "batch:"
 
 /* One metric named in the request. */
@@ -436,10 +437,14 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
     rc->call = call;
     pthread_mutex_init(&rc->lock, NULL);
     record_init(&rc->record, fe);
-    if (batch != NULL && json_object_is_type(batch, json_type_string))
-        record_set_batch(&rc->record, RECORD_BATCH_KIND,
-                         json_object_get_string(batch),
+    if (batch != NULL && json_object_is_type(batch, json_type_string)) {
+        char kind[sizeof(RECORD_BATCH_KIND) + AUTH_NAME_MAX];
+
+        snprintf(kind, sizeof(kind), "%s%s", RECORD_BATCH_KIND,
+                 x->token != NULL ? x->token->name : "");
+        record_set_batch(&rc->record, kind, json_object_get_string(batch),
                          (size_t)json_object_get_string_len(batch));
+    }
     record_events(&rc->record, events);
     if (rc->record.failed) {
         rc->failed = 1;

@@ -11,6 +11,7 @@ broker user that may publish to tally.ingest and nothing else.
 
 import json
 import os
+import time
 
 from harness import (AMQP_PASSWORD, EXCHANGE_INGEST, INGEST_KEY, Cluster,
                      eventually, post_raw, rpc, rpc_result)
@@ -21,6 +22,7 @@ CLUSTER = {'instances': 2, 'frontends': 1,
                                        os.path.join(HERE, 'tokens.test')]}}
 
 WRITE = 'test-write-token'
+WRITE2 = 'test-write-token-2'
 READ = 'test-read-token'
 ADMIN = 'test-admin-token'
 INGEST_USER = 'tally-ingest-only'
@@ -115,6 +117,25 @@ def test_missing_and_wrong_tokens(env):
     # nothing of the refused calls got in
     assert rpc_result(url, 'metrics.query', {'names': ['auth.x']},
                       token=READ)['metrics'] == {'auth.x': None}
+
+
+def test_batch_ids_scoped_by_token(env):
+    """A retry with the same batch id and token counts once; the same id
+    under another token is another batch (schema/dedup.md)."""
+    url = env.cluster.frontend_url(0)
+    params = {'events': [{'name': 'auth.batch', 'type': 'counter',
+                          'value': 1}], 'batch': 'same-id'}
+    for token in (WRITE, WRITE, WRITE2, WRITE2):
+        assert rpc_result(url, 'events.record', params, token=token) == \
+            {'accepted': 1, 'rejected': []}
+
+    def counted():
+        m = rpc_result(url, 'metrics.query', {'names': ['auth.batch']},
+                       token=READ)['metrics']['auth.batch']
+        return m is not None and m['count'] == 2, m
+    eventually(counted, 10, 'one batch per token')
+    time.sleep(0.5)
+    assert counted()[0]
 
 
 def test_discover_needs_no_token(env):
