@@ -366,8 +366,8 @@ codec_decode_dedup_keys(struct buf_reader *r, struct codec_entry *e,
     if (codec_get_slot(r, &e->slot, why, whylen) != 0
         || codec_get_varint(r, "key count", &count, why, whylen) != 0)
         return -1;
-    if (count < 1 || count > CODEC_DEDUP_KEYS_MAX) {
-        errmsg_say(why, whylen, "key count %llu out of range 1..%u",
+    if (count > CODEC_DEDUP_KEYS_MAX) {
+        errmsg_say(why, whylen, "key count %llu out of range 0..%u",
                   (unsigned long long)count, CODEC_DEDUP_KEYS_MAX);
         return -1;
     }
@@ -376,7 +376,7 @@ codec_decode_dedup_keys(struct buf_reader *r, struct codec_entry *e,
                   (unsigned long long)count, buf_remaining(r));
         return -1;
     }
-    keys = xmalloc((size_t)count * sizeof(*keys));
+    keys = xmalloc(((size_t)count + 1) * sizeof(*keys));
     for (size_t i = 0; i < (size_t)count; i++) {
         const uint8_t *k;
 
@@ -415,7 +415,7 @@ codec_decode_entry(struct buf_reader *r, struct codec_entry *e, char *why,
         || codec_get_varint(r, "payload length", &payload_len, why,
                             whylen) != 0)
         return -1;
-    if (kind < CODEC_ENTRY_EVENT || kind > CODEC_ENTRY_DEDUP_KEYS) {
+    if (kind < CODEC_ENTRY_EVENT || kind > CODEC_ENTRY_MAP) {
         errmsg_say(why, whylen, "unknown kind %u", kind);
         return -1;
     }
@@ -439,6 +439,10 @@ codec_decode_entry(struct buf_reader *r, struct codec_entry *e, char *why,
         break;
     case CODEC_ENTRY_METRIC_STATE:
         rc = codec_decode_metric_state(&pr, e, why, whylen);
+        break;
+    case CODEC_ENTRY_MAP:
+        rc = codec_get_string(&pr, "map", 1, CODEC_MAP_MAX, &e->u.map.text,
+                              &e->u.map.len, why, whylen);
         break;
     case CODEC_ENTRY_DEDUP_KEYS:
     default:
@@ -978,9 +982,9 @@ codec_put_dedup_keys(struct codec_encoder *enc, uint16_t slot,
     if (codec_entry_room(enc) != 0
         || codec_check_slot(slot, enc->err, sizeof(enc->err)) != 0)
         return -1;
-    if (count < 1 || count > CODEC_DEDUP_KEYS_MAX) {
+    if (count > CODEC_DEDUP_KEYS_MAX) {
         errmsg_say(enc->err, sizeof(enc->err), "key count %zu out of range "
-                  "1..%u", count, CODEC_DEDUP_KEYS_MAX);
+                  "0..%u", count, CODEC_DEDUP_KEYS_MAX);
         return -1;
     }
     payload = codec_entry_open(enc, CODEC_ENTRY_DEDUP_KEYS);
@@ -990,6 +994,20 @@ codec_put_dedup_keys(struct codec_encoder *enc, uint16_t slot,
         buf_put_bytes(enc->out, keys[i].key, CODEC_KEY_SIZE);
         buf_put_svarint(enc->out, keys[i].created_us);
     }
+    return codec_entry_close(enc, payload);
+}
+
+int
+codec_put_map(struct codec_encoder *enc, const void *text, size_t len)
+{
+    size_t payload;
+
+    if (codec_entry_room(enc) != 0
+        || codec_check_length("map", len, 1, CODEC_MAP_MAX, enc->err,
+                              sizeof(enc->err)) != 0)
+        return -1;
+    payload = codec_entry_open(enc, CODEC_ENTRY_MAP);
+    buf_put_string(enc->out, text, len);
     return codec_entry_close(enc, payload);
 }
 
@@ -1018,6 +1036,8 @@ codec_put_entry(struct codec_encoder *enc, const struct codec_entry *e)
     case CODEC_ENTRY_DEDUP_KEYS:
         return codec_put_dedup_keys(enc, e->slot, e->u.dedup.keys,
                                     e->u.dedup.count);
+    case CODEC_ENTRY_MAP:
+        return codec_put_map(enc, e->u.map.text, e->u.map.len);
     }
     errmsg_say(enc->err, sizeof(enc->err), "unknown kind %d", (int)e->kind);
     return -1;

@@ -50,6 +50,7 @@
 #define CODEC_STATE_MAX (1u << 20)                /* PARTIAL state bytes */
 #define CODEC_METRIC_MAX (16u * 1024u * 1024u)    /* METRIC_STATE bytes */
 #define CODEC_DEDUP_KEYS_MAX (1u << 20)           /* per DEDUP_KEYS entry */
+#define CODEC_MAP_MAX (1u << 20)                  /* MAP text bytes */
 #define CODEC_BUCKET_GRANULE_S 10                 /* PARTIAL bucket_start */
 #define CODEC_US_PER_S 1000000LL
 #define CODEC_GRANULE_US (CODEC_BUCKET_GRANULE_S * CODEC_US_PER_S)
@@ -61,7 +62,9 @@
 #define CODEC_SB_FROM_INGEST 0x04u    /* dedup key from AMQP message_id */
 #define CODEC_SB_ENVELOPE 0x08u       /* batch-routing envelope; needs
                                          CODEC_SB_HAS_BATCH_KEY */
-#define CODEC_SB_FLAGS_KNOWN 0x0fu
+#define CODEC_SB_HANDOFF 0x10u        /* a slot move's states and keys
+                                         (schema/resharding.md) */
+#define CODEC_SB_FLAGS_KNOWN 0x1fu
 
 enum codec_entry_kind {
     CODEC_ENTRY_EVENT = 1,
@@ -69,6 +72,7 @@ enum codec_entry_kind {
     CODEC_ENTRY_TOMBSTONE = 3,
     CODEC_ENTRY_METRIC_STATE = 4,
     CODEC_ENTRY_DEDUP_KEYS = 5,
+    CODEC_ENTRY_MAP = 6,
 };
 
 /* Tombstone type meaning "whatever type the metric has". */
@@ -115,8 +119,12 @@ struct codec_entry {
             /* Decoded: an array owned by the message (freed by
              * codec_message_destroy). Encoding: borrowed. */
             struct codec_dedup_key *keys;
-            size_t count;             /* 1..CODEC_DEDUP_KEYS_MAX */
+            size_t count;             /* 0..CODEC_DEDUP_KEYS_MAX */
         } dedup;
+        struct {
+            const uint8_t *text;      /* a slot map, schema/slot-map.md */
+            size_t len;               /* 1..CODEC_MAP_MAX */
+        } map;
     } u;
 };
 
@@ -220,9 +228,11 @@ int codec_put_metric_state(struct codec_encoder *enc, uint16_t slot,
                            enum event_type type, uint64_t generation,
                            const char *name, size_t name_len,
                            const void *metric, size_t metric_len);
-/* KEYS (COUNT of them) are borrowed. */
+/* KEYS (COUNT of them, 0 for none) are borrowed. */
 int codec_put_dedup_keys(struct codec_encoder *enc, uint16_t slot,
                          const struct codec_dedup_key *keys, size_t count);
+/* TEXT (LEN bytes) is a slot map's text; opaque to the codec. */
+int codec_put_map(struct codec_encoder *enc, const void *text, size_t len);
 /* Re-encodes a decoded (or hand-built) entry E of any kind, e.g. to
  * forward it; dispatches to the calls above. */
 int codec_put_entry(struct codec_encoder *enc, const struct codec_entry *e);

@@ -323,6 +323,18 @@ dedup_entry_compare(const void *pa, const void *pb)
 }
 
 void
+dedup_each(const struct dedup *d,
+           void (*each)(void *ctx, const uint8_t *key, int64_t created_us),
+           void *ctx)
+{
+    for (size_t i = 0; i < d->count; i++) {
+        const struct dedup_entry *e = &d->entries[d->heap[i]];
+
+        each(ctx, e->key, e->created_us);
+    }
+}
+
+void
 dedup_encode(const struct dedup *d, struct buf_writer *out)
 {
     struct dedup_entry *sorted = xmalloc(d->count * sizeof(*sorted));

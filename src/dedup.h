@@ -60,6 +60,11 @@ size_t dedup_memory(const struct dedup *d);
 /* Keys that arrived already older than the horizon. */
 uint64_t dedup_stale(const struct dedup *d);
 
+/* Calls EACH with every key and its creation time, in no set order. */
+void dedup_each(const struct dedup *d,
+                void (*each)(void *ctx, const uint8_t *key,
+                             int64_t created_us),
+                void *ctx);
 /* Appends every key with its creation time (canonical: sorted by key). */
 void dedup_encode(const struct dedup *d, struct buf_writer *out);
 /* Reads what dedup_encode wrote into a new set with HORIZON_US, owned by

@@ -50,11 +50,12 @@ struct publisher_flight {
 struct publisher {
     const struct bus_config *config;
     char name[BUS_NAME_MAX];       /* shown in the broker's connections */
-    const struct slotmap *map;
     int confirm_timeout_ms;
     pthread_t thread;
     int wake_fd;
-    pthread_mutex_t lock;          /* guards queue, connected, last_error */
+    pthread_mutex_t lock;          /* guards queue, connected, last_error,
+                                      instances */
+    uint32_t instances;            /* instance queues to declare */
     struct publisher_item *queue, **queue_tail;
     size_t queued_bytes;           /* of the items in queue */
     uint64_t republished;          /* items sent again after a drop */
@@ -64,6 +65,7 @@ struct publisher {
     char last_error[BUS_ERR_MAX];
     /* thread-owned */
     struct bus *bus;
+    uint32_t declared;             /* instance queues declared on bus */
     struct publisher_flight *flights;   /* in publish (tag) order */
     size_t flight_count, flight_cap;
 };
@@ -190,6 +192,15 @@ publisher_submit(struct publisher *p, struct publisher_item *item)
     publisher_wake(p);
 }
 
+void
+publisher_set_instances(struct publisher *p, uint32_t instances)
+{
+    pthread_mutex_lock(&p->lock);
+    if (instances > p->instances)
+        p->instances = instances;
+    pthread_mutex_unlock(&p->lock);
+}
+
 uint64_t
 publisher_republished(struct publisher *p)
 {
@@ -271,17 +282,39 @@ publisher_set_connected(struct publisher *p, int connected, const char *error)
     pthread_mutex_unlock(&p->lock);
 }
 
+static uint32_t
+publisher_instances(struct publisher *p)
+{
+    uint32_t n;
+
+    pthread_mutex_lock(&p->lock);
+    n = p->instances;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+/* Declares the instance queues not declared yet on this connection. */
+static int
+publisher_declare(struct publisher *p, char *err, size_t errlen)
+{
+    uint32_t n = publisher_instances(p);
+
+    for (; p->declared < n; p->declared++)
+        if (bus_declare_instance_queue(p->bus, p->declared, err, errlen) != 0)
+            return -1;
+    return 0;
+}
+
 static int
 publisher_connect(struct publisher *p, char *err, size_t errlen)
 {
     p->bus = bus_open(p->config, p->name, err, errlen);
     if (p->bus == NULL)
         return -1;
-    if (bus_declare_topology(p->bus, err, errlen) != 0)
+    p->declared = 0;
+    if (bus_declare_topology(p->bus, err, errlen) != 0
+        || publisher_declare(p, err, errlen) != 0)
         goto fail;
-    for (uint32_t i = 0; i < p->map->instances; i++)
-        if (bus_declare_instance_queue(p->bus, i, err, errlen) != 0)
-            goto fail;
     if (bus_confirm_select(p->bus, err, errlen) != 0)
         goto fail;
     return 0;
@@ -515,7 +548,11 @@ static void
 publisher_send_all(struct publisher *p, struct publisher_item *items)
 {
     struct publisher_item **by_instance;
-    uint32_t m = p->map->instances;
+    uint32_t m = publisher_instances(p);
+    char err[BUS_ERR_MAX];
+
+    if (p->declared < m && publisher_declare(p, err, sizeof(err)) != 0)
+        log_warn("%s: %s", p->name, err);   /* a publish there is returned */
 
     by_instance = xcalloc(m, sizeof(*by_instance));
     /* Keep submission order within an instance. */
@@ -704,14 +741,14 @@ publisher_run(void *arg)
 }
 
 struct publisher *
-publisher_create(const struct bus_config *config, const struct slotmap *map,
+publisher_create(const struct bus_config *config, uint32_t instances,
                  int confirm_timeout_ms, const char *name)
 {
     struct publisher *p = xcalloc(1, sizeof(*p));
 
     snprintf(p->name, sizeof(p->name), "%s", name);
     p->config = config;
-    p->map = map;
+    p->instances = instances;
     p->confirm_timeout_ms = confirm_timeout_ms;
     p->queue_tail = &p->queue;
     p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

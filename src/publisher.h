@@ -17,8 +17,8 @@
  *
  * A returned or nacked message is a failure, never a success. Publishing
  * again is safe: each sub-batch keeps its key, and aggregators drop one
- * they already applied. Before publishing under a map, the thread declares
- * every instance queue the map names. The queue is bounded
+ * they already applied. Before publishing, the thread declares every
+ * instance queue up to the instance count it was given. The queue is bounded
  * (PUBLISHER_QUEUE_BYTES_MAX): past it, submissions fail as overloaded.
  */
 #ifndef TALLY_PUBLISHER_H
@@ -28,7 +28,6 @@
 #include <stdint.h>
 
 #include "bus.h"
-#include "slotmap.h"
 
 #define PUBLISHER_REASON_MAX 320
 
@@ -39,11 +38,15 @@ typedef void (*publisher_done_fn)(void *ctx, int ok, const char *reason);
 struct publisher_item;
 struct publisher;
 
-/* Starts the thread. CONFIG's strings and MAP are borrowed for the
- * publisher's life; NAME (copied) names the connection at the broker. */
+/* Starts the thread. CONFIG's strings are borrowed for the publisher's
+ * life; NAME (copied) names the connection at the broker. Items may go
+ * to instances 0..INSTANCES-1, whose queues it declares. */
 struct publisher *publisher_create(const struct bus_config *config,
-                                   const struct slotmap *map,
-                                   int confirm_timeout_ms, const char *name);
+                                   uint32_t instances, int confirm_timeout_ms,
+                                   const char *name);
+/* Raises the instance count (a new slot map with more instances): their
+ * queues are declared before the next publish. Never lowers it. */
+void publisher_set_instances(struct publisher *p, uint32_t instances);
 /* Stops and joins the thread: every item queued or in flight fails with
  * "shutting down" (its callback runs before this returns), and later
  * submissions fail at once. */

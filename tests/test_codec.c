@@ -660,9 +660,9 @@ test_encoder_rejects_bad_fields(void **unused)
     sb = make_subbatch(0, 0, "fe-1", 1, CODEC_HOP_MAX + 1, 0);
     assert_int_equal(codec_subbatch_begin(&enc, &sb), -1);
     assert_string_equal(enc.err, "hop count 5 exceeds 4");
-    sb = make_subbatch(0, 0x10, "fe-1", 1, 0, 0);
+    sb = make_subbatch(0, 0x20, "fe-1", 1, 0, 0);
     assert_int_equal(codec_subbatch_begin(&enc, &sb), -1);
-    assert_string_equal(enc.err, "unknown flags 0x10");
+    assert_string_equal(enc.err, "unknown flags 0x20");
     sb = make_subbatch(0, CODEC_SB_ENVELOPE, "fe-1", 1, 0, 0);
     assert_int_equal(codec_subbatch_begin(&enc, &sb), -1);
     assert_string_equal(enc.err, "envelope flag without a batch key");
@@ -755,8 +755,11 @@ test_encoder_rejects_bad_fields(void **unused)
                                             "m", CODEC_METRIC_MAX + 1), -1);
     assert_string_equal(enc.err,
                         "metric length 16777217 out of range 1..16777216");
-    assert_int_equal(codec_put_dedup_keys(&enc, 1, &key, 0), -1);
-    assert_string_equal(enc.err, "key count 0 out of range 1..1048576");
+    assert_int_equal(codec_put_dedup_keys(&enc, 1, &key,
+                                          CODEC_DEDUP_KEYS_MAX + 1), -1);
+    assert_string_equal(enc.err, "key count 1048577 out of range 0..1048576");
+    assert_int_equal(codec_put_map(&enc, "x", 0), -1);
+    assert_string_equal(enc.err, "map length 0 out of range 1..1048576");
     assert_int_equal(codec_put_dedup_keys(&enc, 9999, &key, 1), -1);
     assert_string_equal(enc.err, "slot 9999 out of range");
     /* Nothing was written by the failures. */
@@ -793,6 +796,54 @@ test_encoder_rejects_bad_fields(void **unused)
 
 /* The encoder stops at CODEC_ENTRY_MAX entries; the decoder takes exactly
  * that many. */
+/* A slot move's pieces: a HANDOFF sub-batch with a metric state and an
+ * empty DEDUP_KEYS entry (the slot had no batch keys), and a MAP entry. */
+static void
+test_handoff_and_map(void **unused)
+{
+    static const char map_text[] = "tally-slotmap 1\nversion 2\n"
+                                   "instances 1\n0-4095 0\n";
+    struct buf_writer w;
+    struct codec_encoder enc;
+    struct codec_subbatch sb = make_subbatch(0x31, CODEC_SB_HANDOFF |
+                                             CODEC_SB_FORWARDED, "agg-0", 2,
+                                             1, 5);
+    struct codec_message msg;
+    char err[CODEC_ERR_MAX];
+
+    (void)unused;
+    buf_writer_create(&w, 256);
+    codec_message_begin(&enc, &w);
+    assert_int_equal(codec_subbatch_begin(&enc, &sb), 0);
+    assert_int_equal(codec_put_metric_state(&enc, 7, EVENT_COUNTER, 3, "m",
+                                            1, "blob", 4), 0);
+    assert_int_equal(codec_put_dedup_keys(&enc, 7, NULL, 0), 0);
+    assert_int_equal(codec_subbatch_end(&enc), 0);
+    sb = make_subbatch(0x32, 0, "fe-1", 2, 0, 6);
+    assert_int_equal(codec_subbatch_begin(&enc, &sb), 0);
+    assert_int_equal(codec_put_map(&enc, map_text, strlen(map_text)), 0);
+    assert_int_equal(codec_subbatch_end(&enc), 0);
+    assert_int_equal(codec_message_end(&enc), 0);
+    assert_int_equal(codec_decode(w.data, w.len, &msg, err, sizeof(err)), 0);
+    assert_int_equal(msg.subbatch_count, 2);
+    assert_int_equal(msg.subbatches[0].flags,
+                     CODEC_SB_HANDOFF | CODEC_SB_FORWARDED);
+    assert_int_equal(msg.subbatches[0].entry_count, 2);
+    assert_int_equal(msg.subbatches[0].entries[0].kind,
+                     CODEC_ENTRY_METRIC_STATE);
+    assert_int_equal(msg.subbatches[0].entries[1].kind,
+                     CODEC_ENTRY_DEDUP_KEYS);
+    assert_int_equal(msg.subbatches[0].entries[1].slot, 7);
+    assert_int_equal(msg.subbatches[0].entries[1].u.dedup.count, 0);
+    assert_int_equal(msg.subbatches[1].entries[0].kind, CODEC_ENTRY_MAP);
+    assert_int_equal(msg.subbatches[1].entries[0].u.map.len,
+                     strlen(map_text));
+    assert_memory_equal(msg.subbatches[1].entries[0].u.map.text, map_text,
+                        strlen(map_text));
+    codec_message_destroy(&msg);
+    buf_writer_destroy(&w);
+}
+
 static void
 test_entry_limit(void **unused)
 {
@@ -1132,10 +1183,10 @@ test_specific_errors(void **unused)
     /* Sub-batch header fields. */
     buf_writer_reset(&body);
     buf_put_varint(&body, 1);
-    raw_subbatch(&body, 0x10, 1, 0, 0, 1);
+    raw_subbatch(&body, 0x20, 1, 0, 0, 1);
     raw_tombstone(&body, 1, 1, "m");
     assert_string_equal(raw_decode_error(&body),
-                        "sub-batch 0: unknown flags 0x10");
+                        "sub-batch 0: unknown flags 0x20");
     buf_writer_reset(&body);
     buf_put_varint(&body, 1);
     raw_subbatch(&body, CODEC_SB_ENVELOPE, 1, 0, 0, 1);
@@ -1364,6 +1415,7 @@ main(void)
         cmocka_unit_test(test_reencode_same_bytes),
         cmocka_unit_test(test_worked_example),
         cmocka_unit_test(test_encoder_rejects_bad_fields),
+        cmocka_unit_test(test_handoff_and_map),
         cmocka_unit_test(test_entry_limit),
         cmocka_unit_test(test_decoder_limits),
         cmocka_unit_test(test_every_truncation_fails),

@@ -3,12 +3,13 @@
  * durable.h and schema/wal.md ("Snapshots").
  *
  * Snapshot file (snapshot.bin; snapshot.tmp while written):
- *   "TLYS", version u8 (1), 3 reserved zero bytes,
+ *   "TLYS", version u8 (2; 1 is still read), 3 reserved zero bytes,
  *   log position: segment u64 LE, offset u64 LE (the snapshot holds every
  *   record before it), created_us svarint,
  *   store bytes (varint length + store_encode), sub-batch keys and client
  *   batch keys (each varint length + dedup_encode), pending forwards
- *   (varint length + forward_encode), CRC-32C u32 LE of everything before.
+ *   (varint length + forward_encode), since version 2 the slot moves
+ *   (varint length + move_encode), CRC-32C u32 LE of everything before.
  */
 #include "durable.h"
 
@@ -30,7 +31,8 @@
 #define DURABLE_RECORD_FORWARD_DONE 2
 #define DURABLE_SNAP_MAGIC "TLYS"
 #define DURABLE_SNAP_MAGIC_LEN 4
-#define DURABLE_SNAP_VERSION 1
+#define DURABLE_SNAP_VERSION 2
+#define DURABLE_SNAP_VERSION_MIN 1
 #define DURABLE_SNAP_RESERVED 3
 #define DURABLE_SNAP_NAME "snapshot.bin"
 #define DURABLE_SNAP_TMP "snapshot.tmp"
@@ -45,6 +47,7 @@ struct durable {
     struct dedup *dedup;
     struct dedup *batches;
     struct forward *forward;
+    struct move *move;
     int no_fsync;
     durable_apply_fn apply;
     void *ctx;
@@ -138,7 +141,8 @@ durable_load_snapshot(struct durable *d, struct store *store,
     if (buf_get_bytes(&in, &magic, DURABLE_SNAP_MAGIC_LEN) != 0
         || memcmp(magic, DURABLE_SNAP_MAGIC, DURABLE_SNAP_MAGIC_LEN) != 0
         || buf_get_u8(&in, &version) != 0
-        || version != DURABLE_SNAP_VERSION
+        || version < DURABLE_SNAP_VERSION_MIN
+        || version > DURABLE_SNAP_VERSION
         || buf_get_bytes(&in, &bytes, DURABLE_SNAP_RESERVED) != 0
         || buf_get_u64(&in, &from->segment) != 0
         || buf_get_u64(&in, &from->offset) != 0
@@ -180,9 +184,22 @@ durable_load_snapshot(struct durable *d, struct store *store,
         goto out;
     }
     buf_reader_init(&part, bytes, n);
-    if (forward_decode(d->forward, &part, err, errlen) != 0
-        || buf_remaining(&in) != 0)
+    if (forward_decode(d->forward, &part, err, errlen) != 0)
         goto out;
+    if (version >= 2) {
+        if (buf_get_string(&in, &bytes, &n, SIZE_MAX) != 0) {
+            durable_fail(err, errlen, path, "truncated slot moves");
+            goto out;
+        }
+        buf_reader_init(&part, bytes, n);
+        if (move_decode(d->move, &part, err, errlen) != 0
+            || buf_remaining(&part) != 0)
+            goto out;
+    }
+    if (buf_remaining(&in) != 0) {
+        durable_fail(err, errlen, path, "trailing bytes");
+        goto out;
+    }
     d->stats.snapshot_us = created_us;
     rc = 0;
 out:
@@ -239,6 +256,9 @@ durable_snapshot(struct durable *d, struct store *store, char *err,
     buf_put_string(&out, part.data, part.len);
     buf_writer_reset(&part);
     forward_encode(d->forward, &part);
+    buf_put_string(&out, part.data, part.len);
+    buf_writer_reset(&part);
+    move_encode(d->move, &part);
     buf_put_string(&out, part.data, part.len);
     crc = crc32c(0, out.data, out.len);
     buf_put_u32(&out, crc);
@@ -322,7 +342,7 @@ durable_replay(void *ctx, const uint8_t *data, size_t len,
 
 struct durable *
 durable_open(const char *dir, struct store *store, struct forward *forward,
-             int64_t dedup_horizon_us, int no_fsync, durable_apply_fn apply,
+             struct move *move, int64_t dedup_horizon_us, int no_fsync, durable_apply_fn apply,
              void *ctx, struct dedup **dedup, struct dedup **batches,
              char *err, size_t errlen)
 {
@@ -336,6 +356,7 @@ durable_open(const char *dir, struct store *store, struct forward *forward,
     d->dir = xstrndup(dir, strlen(dir));
     d->no_fsync = no_fsync;
     d->forward = forward;
+    d->move = move;
     d->apply = apply;
     d->ctx = ctx;
     if (mkdir(dir, DURABLE_DIR_MODE) != 0 && errno != EEXIST) {

@@ -24,6 +24,7 @@
 
 #include "dedup.h"
 #include "forward.h"
+#include "move.h"
 #include "store.h"
 #include "wal.h"
 
@@ -47,14 +48,15 @@ struct durable_stats {
 struct durable;
 
 /* Opens DIR (created if missing): loads the snapshot into STORE (empty),
- * FORWARD (empty; borrowed for the durable's life) and the two key sets,
+ * FORWARD (empty) and MOVE (both borrowed for the durable's life) and the
+ * two key sets,
  * then replays the log through APPLY. NO_FSYNC is the unsafe test mode.
  * Returns a new durable owned by the caller, or NULL with a reason (e.g. a
  * corrupt log or snapshot). *DEDUP (sub-batch keys) and *BATCHES (client
  * batch keys) receive the sets, owned by the durable, before the replay
  * starts. */
 struct durable *durable_open(const char *dir, struct store *store,
-                             struct forward *forward,
+                             struct forward *forward, struct move *move,
                              int64_t dedup_horizon_us, int no_fsync,
                              durable_apply_fn apply, void *ctx,
                              struct dedup **dedup, struct dedup **batches,

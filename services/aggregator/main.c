@@ -41,6 +41,8 @@
 #include "http.h"
 #include "publisher.h"
 #include "log.h"
+#include "metric.h"
+#include "move.h"
 #include "slotmap.h"
 #include "store.h"
 #include "xalloc.h"
@@ -100,7 +102,8 @@ static const struct config_option agg_table[] = {
 
 struct aggregator {
     struct agg_options opts;
-    struct slotmap *map;
+    struct move *move;             /* the slot map and moves; main thread */
+    uint64_t map_version;          /* of the map, for the flusher (atomic) */
     struct store *store;
     struct cache *cache;
     struct bus_config bus_config;
@@ -114,6 +117,9 @@ struct aggregator {
     struct dedup *batches;         /* client batch keys; owned by durable */
     uint64_t batches_skipped;      /* client batches applied before */
     uint64_t forwarded;            /* forward sub-batches made */
+    uint64_t stragglers;           /* sub-batches routed under an old map */
+    uint64_t hop_refused;          /* entries refused by the hop limit */
+    uint64_t newer_maps;           /* sub-batches under a newer map */
     struct publisher *forwarder;
     struct forward *forward;
     int64_t started_us;            /* wall clock at start */
@@ -142,7 +148,9 @@ agg_flush(struct aggregator *a)
 {
     struct store_write *w;
     int64_t now = daemon_now_us();
-    size_t n = store_collect(a->store, now, a->map->version, &w);
+    size_t n = store_collect(a->store, now,
+                             __atomic_load_n(&a->map_version,
+                                             __ATOMIC_RELAXED), &w);
     uint64_t errors = 0;
     char err[CACHE_ERR_MAX];
 
@@ -215,7 +223,7 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
         size_t key_len = cache_key_open(key, n->name, strlen(n->name));
 
         h.generation = n->generation;
-        h.map_version = a->map->version;
+        h.map_version = move_map(a->move)->version;
         h.sequence = n->sequence;
         buf_writer_create(&out, CODEC_CACHE_HEADER_SIZE);
         cacheval_encode_tombstone(&h, &out);
@@ -237,83 +245,255 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
     json_object_put(o);
 }
 
-/* The envelope SB of a client batch (schema/dedup.md): its entries for
- * slots this instance does not own are marked in SKIP_ENTRY and sent on,
- * one sub-batch per owner, with a key derived from the batch key and the
- * owner, so a forward sent twice is applied once. */
+/* Refuses the entries agg_send_on would have sent (the hop limit: maps
+ * that disagree would bounce them forever) to tally.rejected. */
+static void
+agg_refuse_hops(struct aggregator *a, const struct codec_message *msg,
+                const struct codec_subbatch *sb, uint32_t target, int whole,
+                uint8_t *skip_entry)
+{
+    const struct slotmap *map = move_map(a->move);
+
+    for (size_t i = 0; i < sb->entry_count; i++) {
+        const struct codec_entry *e = &sb->entries[i];
+        json_object *o;
+        const char *text;
+        char reason[STORE_REASON_MAX];
+
+        if (e->kind == CODEC_ENTRY_DEDUP_KEYS || e->kind == CODEC_ENTRY_MAP
+            || (!whole && slotmap_owner(map, e->slot) != target))
+            continue;
+        skip_entry[e - msg->entries] = 1;
+        snprintf(reason, sizeof(reason), "hop limit reached: slot %u went "
+                 "through %u instances (map version %" PRIu64 " here)",
+                 e->slot, (unsigned)sb->hop_count, map->version);
+        o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string_len(
+            e->name, (int)e->name_len));
+        json_object_object_add(o, "type", json_object_new_string(
+            event_type_name((enum event_type)e->type)
+                ? event_type_name((enum event_type)e->type) : "any"));
+        json_object_object_add(o, "events", json_object_new_int64(
+            e->kind == CODEC_ENTRY_PARTIAL ? (int64_t)e->u.partial.event_count
+            : e->kind == CODEC_ENTRY_EVENT));
+        json_object_object_add(o, "reason", json_object_new_string(reason));
+        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+        agg_reject(a, text, strlen(text), "application/json", reason);
+        json_object_put(o);
+        a->hop_refused++;
+    }
+}
+
+/* Sends entries of SB on to TARGET as one sub-batch (schema/dedup.md,
+ * schema/resharding.md): every entry when WHOLE, else those of TARGET's
+ * slots. Its key is derived from SEED and TARGET, so sending it twice (a
+ * crash, a replay) is applied once; its hop count grows by one. The
+ * entries sent are marked in SKIP_ENTRY. Past the hop limit the entries
+ * are refused to tally.rejected instead (maps that disagree). */
+static void
+agg_send_on(struct aggregator *a, const struct codec_message *msg,
+            const struct codec_subbatch *sb, uint32_t target, int whole,
+            const uint8_t *seed_key, uint8_t flags, uint8_t *skip_entry)
+{
+    const struct slotmap *map = move_map(a->move);
+    uint32_t self = (uint32_t)a->opts.instance;
+    struct codec_subbatch fwd;
+    struct codec_encoder enc;
+    struct buf_writer out;
+    uint8_t seed[CODEC_KEY_SIZE + sizeof(uint32_t)];
+    size_t put = 0, len;
+    char origin[AGG_TAG_MAX];
+
+    memset(&fwd, 0, sizeof(fwd));
+    memcpy(seed, seed_key, CODEC_KEY_SIZE);
+    for (size_t i = 0; i < sizeof(uint32_t); i++)
+        seed[CODEC_KEY_SIZE + i] = (uint8_t)(target >> (8 * i));
+    hash_128_bytes(hash_128(seed, sizeof(seed)), fwd.dedup_key);
+    fwd.flags = flags;
+    memcpy(fwd.batch_key, sb->batch_key, CODEC_KEY_SIZE);
+    snprintf(origin, sizeof(origin), "agg-%u", self);
+    fwd.origin = origin;
+    fwd.origin_len = strlen(origin);
+    fwd.map_version = map->version;
+    fwd.hop_count = (uint8_t)(sb->hop_count + 1);
+    fwd.created_us = sb->created_us;
+    if (fwd.hop_count > CODEC_HOP_MAX) {
+        agg_refuse_hops(a, msg, sb, target, whole, skip_entry);
+        return;
+    }
+    buf_writer_create(&out, 1024);
+    codec_message_begin(&enc, &out);
+    if (codec_subbatch_begin(&enc, &fwd) != 0) {
+        buf_writer_destroy(&out);
+        log_error("cannot forward to instance %u: %s", target, enc.err);
+        return;
+    }
+    for (size_t i = 0; i < sb->entry_count; i++) {
+        const struct codec_entry *e = &sb->entries[i];
+
+        if (e->kind == CODEC_ENTRY_DEDUP_KEYS || e->kind == CODEC_ENTRY_MAP
+            || (!whole && slotmap_owner(map, e->slot) != target))
+            continue;
+        if (codec_put_entry(&enc, e) == 0) {
+            skip_entry[e - msg->entries] = 1;
+            put++;
+        } else {
+            log_error("cannot forward an entry (applied here): %s", enc.err);
+        }
+    }
+    if (put == 0 || codec_subbatch_end(&enc) != 0
+        || codec_message_end(&enc) != 0) {
+        if (put > 0) {              /* not sent: apply them here instead */
+            log_error("cannot forward to instance %u (applied here): %s",
+                      target, enc.err);
+            for (size_t i = 0; i < sb->entry_count; i++)
+                skip_entry[&sb->entries[i] - msg->entries] = 0;
+        }
+        buf_writer_destroy(&out);
+        return;
+    }
+    {
+        uint8_t *data = buf_writer_release(&out, &len);
+
+        forward_add(a->forward, target, fwd.dedup_key, data, len);
+    }
+    a->forwarded++;
+}
+
+/* Entries of SB this instance does not own under its map go on to their
+ * owners: those of a client batch's envelope (keyed by the batch key) or
+ * stragglers routed under an older map (keyed by the sub-batch key). */
 static void
 agg_forward(struct aggregator *a, const struct codec_message *msg,
             const struct codec_subbatch *sb, uint8_t *skip_entry)
 {
+    const struct slotmap *map = move_map(a->move);
     uint32_t self = (uint32_t)a->opts.instance;
+    int envelope = (sb->flags & CODEC_SB_ENVELOPE) != 0;
+    uint8_t flags = envelope ? CODEC_SB_FORWARDED | CODEC_SB_HAS_BATCH_KEY
+                             : (uint8_t)(sb->flags | CODEC_SB_FORWARDED);
+    uint8_t *targets = xcalloc(map->instances, 1);
 
-    for (uint32_t target = 0; target < a->map->instances; target++) {
-        struct codec_subbatch fwd;
-        struct codec_encoder enc;
-        struct buf_writer out;
-        struct hash128 h;
-        uint8_t seed[CODEC_KEY_SIZE + sizeof(uint32_t)];
-        size_t put = 0, len;
-        char origin[AGG_TAG_MAX];
+    for (size_t i = 0; i < sb->entry_count; i++) {
+        const struct codec_entry *e = &sb->entries[i];
+        uint32_t owner = slotmap_owner(map, e->slot);
 
-        if (target == self)
-            continue;
-        memset(&fwd, 0, sizeof(fwd));
-        memcpy(seed, sb->batch_key, CODEC_KEY_SIZE);
-        for (size_t i = 0; i < sizeof(uint32_t); i++)
-            seed[CODEC_KEY_SIZE + i] = (uint8_t)(target >> (8 * i));
-        h = hash_128(seed, sizeof(seed));
-        hash_128_bytes(h, fwd.dedup_key);
-        fwd.flags = CODEC_SB_FORWARDED | CODEC_SB_HAS_BATCH_KEY;
-        memcpy(fwd.batch_key, sb->batch_key, CODEC_KEY_SIZE);
-        snprintf(origin, sizeof(origin), "agg-%u", self);
-        fwd.origin = origin;
-        fwd.origin_len = strlen(origin);
-        fwd.map_version = a->map->version;
-        fwd.hop_count = (uint8_t)(sb->hop_count + 1);
-        fwd.created_us = sb->created_us;
-        buf_writer_create(&out, 1024);
-        codec_message_begin(&enc, &out);
-        if (fwd.hop_count > CODEC_HOP_MAX
-            || codec_subbatch_begin(&enc, &fwd) != 0) {
-            buf_writer_destroy(&out);
-            log_error("cannot forward a batch: %s", fwd.hop_count
-                      > CODEC_HOP_MAX ? "hop limit reached" : enc.err);
-            return;
-        }
-        for (size_t i = 0; i < sb->entry_count; i++) {
-            const struct codec_entry *e = &sb->entries[i];
-
-            if (e->kind == CODEC_ENTRY_DEDUP_KEYS
-                || slotmap_owner(a->map, e->slot) != target)
-                continue;
-            if (codec_put_entry(&enc, e) == 0) {
-                skip_entry[e - msg->entries] = 1;
-                put++;
-            } else {
-                log_error("cannot forward an entry (applied here): %s",
-                          enc.err);
-            }
-        }
-        if (put == 0 || codec_subbatch_end(&enc) != 0
-            || codec_message_end(&enc) != 0) {
-            if (put > 0) {          /* not sent: apply them here instead */
-                log_error("cannot forward a batch (applied here): %s",
-                          enc.err);
-                for (size_t i = 0; i < sb->entry_count; i++)
-                    if (slotmap_owner(a->map, sb->entries[i].slot) == target)
-                        skip_entry[&sb->entries[i] - msg->entries] = 0;
-            }
-            buf_writer_destroy(&out);
-            continue;
-        }
-        {
-            uint8_t *data = buf_writer_release(&out, &len);
-
-            forward_add(a->forward, target, fwd.dedup_key, data, len);
-        }
-        a->forwarded++;
+        if (e->kind != CODEC_ENTRY_DEDUP_KEYS && e->kind != CODEC_ENTRY_MAP
+            && owner != self)
+            targets[owner] = 1;
     }
+    for (uint32_t target = 0; target < map->instances; target++) {
+        if (!targets[target])
+            continue;
+        agg_send_on(a, msg, sb, target, 0,
+                    envelope ? sb->batch_key : sb->dedup_key, flags,
+                    skip_entry);
+        if (!envelope)
+            a->stragglers++;
+    }
+    free(targets);
+}
+
+/* A MAP entry (the reshard's new map, in queue order with the events):
+ * installed when newer; the slots given up are handed off. */
+static void
+agg_install_map(struct aggregator *a, const struct codec_entry *e,
+                int64_t now_us)
+{
+    char why[SLOTMAP_ERR_MAX];
+    struct slotmap *next = slotmap_parse((const char *)e->u.map.text,
+                                         e->u.map.len, why, sizeof(why));
+    uint8_t *leaving;
+    uint64_t before = move_map(a->move)->version;
+
+    if (next == NULL) {
+        log_error("a slot map in the queue does not parse: %s", why);
+        return;
+    }
+    leaving = xcalloc(SLOTMAP_SLOTS, 1);
+    if (move_install(a->move, next, leaving)) {
+        const struct slotmap *map = move_map(a->move);
+        struct move_stats ms;
+
+        move_handoff(a->move, a->store, a->batches, a->forward, leaving,
+                     now_us);
+        move_stats(a->move, &ms);
+        publisher_set_instances(a->forwarder, map->instances);
+        __atomic_store_n(&a->map_version, map->version, __ATOMIC_RELAXED);
+        log_info("slot map version %" PRIu64 " -> %" PRIu64 ": %zu slots "
+                 "owned, %u handed off, %u taken over", before, map->version,
+                 slotmap_slots_owned(map, (uint32_t)a->opts.instance),
+                 ms.slots_out, ms.slots_in);
+        daemon_crash_point("map-installed");
+    }
+    free(leaving);
+}
+
+/* A HANDOFF sub-batch from a slot's old owner: its metrics merged, its
+ * client batch keys added, each slot's batch decisions unblocked. The
+ * tombstones of deleted metrics are left to store_apply. */
+static void
+agg_receive_handoff(struct aggregator *a, const struct codec_message *msg,
+                    const struct codec_subbatch *sb, int64_t now_us,
+                    uint8_t *skip_entry)
+{
+    uint64_t metrics = 0;
+
+    for (size_t i = 0; i < sb->entry_count; i++) {
+        const struct codec_entry *e = &sb->entries[i];
+
+        if (e->kind == CODEC_ENTRY_METRIC_STATE) {
+            struct buf_reader in;
+            struct metric *m;
+            char err[STORE_REASON_MAX];
+
+            skip_entry[e - msg->entries] = 1;
+            buf_reader_init(&in, e->u.metric_state.metric,
+                            e->u.metric_state.metric_len);
+            m = metric_decode(&in, err, sizeof(err));
+            if (m == NULL) {
+                log_error("handoff: metric %.*s does not decode: %s",
+                          (int)e->name_len, e->name, err);
+                continue;
+            }
+            if (store_merge_metric(a->store, e->name, e->name_len,
+                                   e->generation, m, now_us, err,
+                                   sizeof(err)) != 0)
+                log_warn("handoff: %s", err);
+            metrics++;
+        } else if (e->kind == CODEC_ENTRY_DEDUP_KEYS) {
+            skip_entry[e - msg->entries] = 1;
+            for (size_t k = 0; k < e->u.dedup.count; k++)
+                dedup_seen(a->batches, e->u.dedup.keys[k].key,
+                           e->u.dedup.keys[k].created_us, now_us);
+            move_received(a->move, e->slot, sb->map_version);
+        }
+    }
+    move_count_received(a->move, 1, metrics);
+    daemon_crash_point("handoff-received");
+}
+
+/* Parks the client batch SB until its slot's batch keys arrive: a
+ * message of that one sub-batch, applied later as if it came then. */
+static void
+agg_park(struct aggregator *a, const struct codec_subbatch *sb,
+         uint16_t slot)
+{
+    struct codec_encoder enc;
+    struct buf_writer out;
+
+    buf_writer_create(&out, 1024);
+    codec_message_begin(&enc, &out);
+    if (codec_subbatch_begin(&enc, sb) == 0) {
+        for (size_t i = 0; i < sb->entry_count; i++)
+            if (codec_put_entry(&enc, &sb->entries[i]) != 0)
+                break;
+    }
+    if (codec_subbatch_end(&enc) != 0 || codec_message_end(&enc) != 0)
+        log_error("cannot park a client batch: %s", enc.err);
+    else
+        move_park(a->move, slot, out.data, out.len);
+    buf_writer_destroy(&out);
 }
 
 static int
@@ -354,17 +534,16 @@ agg_replay_poll(struct aggregator *a)
     }
 }
 
-/* Applies one logged bus message (durable_apply_fn): sub-batches already
- * seen are skipped, the rest go into the store. Live, refusals go to
- * tally.rejected and deletes are announced; replaying (no bus yet), the
- * flusher writes the tombstones and refusals are only counted. */
+/* The body of agg_apply. PARKED: a client batch parked for its slot's
+ * batch keys (its sub-batch key was checked when it came). */
 static void
-agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
-          int replaying)
+agg_apply_message(struct aggregator *a, const uint8_t *data, size_t len,
+                  int64_t applied_us, int replaying, int parked)
 {
-    struct aggregator *a = ctx;
+    uint32_t self = (uint32_t)a->opts.instance;
     struct codec_message msg;
     struct store_notice *notices;
+    struct move_parked *ready;
     uint8_t *skip, *skip_entry;
     int64_t now_us;
     size_t n;
@@ -388,12 +567,45 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     for (size_t b = 0; b < msg.subbatch_count; b++) {
         const struct codec_subbatch *sb = &msg.subbatches[b];
         int64_t seen_us = sb->created_us > now_us ? sb->created_us : now_us;
+        uint16_t slot;
 
-        skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key, seen_us,
-                                      now_us);
-        a->dedup_skipped += skip[b];
-        if (skip[b] || !(sb->flags & CODEC_SB_ENVELOPE))
+        if (!parked) {
+            skip[b] = (uint8_t)dedup_seen(a->dedup, sb->dedup_key, seen_us,
+                                          now_us);
+            a->dedup_skipped += skip[b];
+            if (skip[b])
+                continue;
+        }
+        if (sb->map_version > move_map(a->move)->version)
+            a->newer_maps++;
+        if (sb->entry_count > 0 && sb->entries[0].kind == CODEC_ENTRY_MAP) {
+            agg_install_map(a, &sb->entries[0], now_us);
+            skip[b] = 1;
             continue;
+        }
+        if (sb->flags & CODEC_SB_HANDOFF) {
+            agg_receive_handoff(a, &msg, sb, applied_us, skip_entry);
+            continue;
+        }
+        if (!(sb->flags & CODEC_SB_ENVELOPE)) {
+            agg_forward(a, &msg, sb, skip_entry);       /* stragglers */
+            continue;
+        }
+        slot = slotmap_slot((const char *)sb->batch_key, CODEC_KEY_SIZE);
+        if (move_owner(a->move, slot) != self) {
+            /* routed under an older map: to the batch key's owner */
+            agg_send_on(a, &msg, sb, move_owner(a->move, slot), 1,
+                        sb->dedup_key, (uint8_t)(sb->flags
+                                                 | CODEC_SB_FORWARDED),
+                        skip_entry);
+            skip[b] = 1;
+            continue;
+        }
+        if (move_awaiting(a->move, slot)) {
+            agg_park(a, sb, slot);
+            skip[b] = 1;
+            continue;
+        }
         if (dedup_seen(a->batches, sb->batch_key, seen_us, now_us)) {
             skip[b] = 1;
             a->batches_skipped++;
@@ -412,7 +624,12 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
     free(skip);
     free(skip_entry);
     codec_message_destroy(&msg);
-    if (replaying) {
+    while ((ready = move_release(a->move)) != NULL) {
+        agg_apply_message(a, ready->data, ready->len, applied_us, replaying,
+                          1);
+        move_parked_free(ready);
+    }
+    if (replaying && !parked) {
         if (a->replay_delay_ms > 0)          /* test hook */
             daemon_sleep_ms(a->replay_delay_ms);
         if (daemon_monotonic_us() - a->replay_polled_us
@@ -422,6 +639,18 @@ agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
         }
     }
 }
+
+/* Applies one logged bus message (durable_apply_fn): sub-batches already
+ * seen are skipped, the rest go into the store. Live, refusals go to
+ * tally.rejected and deletes are announced; replaying (no bus yet), the
+ * flusher writes the tombstones and refusals are only counted. */
+static void
+agg_apply(void *ctx, const uint8_t *data, size_t len, int64_t applied_us,
+          int replaying)
+{
+    agg_apply_message(ctx, data, len, applied_us, replaying, 0);
+}
+
 
 /* A delivery of tally.agg.<i> kept until its record is durable. */
 struct agg_pending {
@@ -467,6 +696,45 @@ agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
     return 0;
 }
 
+/* The "moves" object of the status answer (schema/resharding.md). */
+static json_object *
+agg_moves_status(struct aggregator *a)
+{
+    json_object *o = json_object_new_object();
+    struct move_stats ms;
+    size_t awaiting = move_awaiting_count(a->move);
+
+    move_stats(a->move, &ms);
+    json_object_object_add(o, "from_version",
+                           json_object_new_int64((int64_t)ms.from_version));
+    json_object_object_add(o, "to_version",
+                           json_object_new_int64((int64_t)ms.to_version));
+    json_object_object_add(o, "slots_out",
+                           json_object_new_int64(ms.slots_out));
+    json_object_object_add(o, "slots_in", json_object_new_int64(ms.slots_in));
+    json_object_object_add(o, "awaiting_slots",
+                           json_object_new_int64((int64_t)awaiting));
+    json_object_object_add(o, "parked_batches", json_object_new_int64(
+        (int64_t)move_parked_count(a->move)));
+    json_object_object_add(o, "handoffs_sent",
+                           json_object_new_int64((int64_t)ms.handoffs_sent));
+    json_object_object_add(o, "handoffs_received", json_object_new_int64(
+        (int64_t)ms.handoffs_received));
+    json_object_object_add(o, "metrics_sent",
+                           json_object_new_int64((int64_t)ms.metrics_sent));
+    json_object_object_add(o, "metrics_received", json_object_new_int64(
+        (int64_t)ms.metrics_received));
+    json_object_object_add(o, "stragglers_forwarded",
+                           json_object_new_int64((int64_t)a->stragglers));
+    json_object_object_add(o, "hop_refused",
+                           json_object_new_int64((int64_t)a->hop_refused));
+    json_object_object_add(o, "newer_map_subbatches",
+                           json_object_new_int64((int64_t)a->newer_maps));
+    json_object_object_add(o, "in_progress", json_object_new_boolean(
+        awaiting > 0 || forward_pending(a->forward) > 0));
+    return o;
+}
+
 /* Answers one tally.rpc request. */
 static void
 agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
@@ -503,6 +771,17 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
             l = AGG_RPC_LIMIT_MAX;
         reply = store_list(a->store, prefix ? prefix : "", after ? after : "",
                            (size_t)l);
+    } else if (op != NULL && strcmp(op, "map") == 0) {
+        struct buf_writer text;
+
+        buf_writer_create(&text, 1024);
+        slotmap_format(move_map(a->move), &text);
+        reply = json_object_new_object();
+        json_object_object_add(reply, "version", json_object_new_int64(
+            (int64_t)move_map(a->move)->version));
+        json_object_object_add(reply, "text", json_object_new_string_len(
+            (const char *)text.data, (int)text.len));
+        buf_writer_destroy(&text);
     } else if (op != NULL && strcmp(op, "status") == 0) {
         struct store_stats st;
         uint32_t depth = 0, consumers = 0;
@@ -514,10 +793,11 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
                                json_object_new_int64(a->opts.instance));
         json_object_object_add(reply, "version",
                                json_object_new_string(TALLY_VERSION));
-        json_object_object_add(reply, "map_version",
-                               json_object_new_int64((int64_t)a->map->version));
+        json_object_object_add(reply, "map_version", json_object_new_int64(
+            (int64_t)move_map(a->move)->version));
         json_object_object_add(reply, "slots", json_object_new_int64((int64_t)
-            slotmap_slots_owned(a->map, (uint32_t)a->opts.instance)));
+            slotmap_slots_owned(move_map(a->move),
+                                (uint32_t)a->opts.instance)));
         json_object_object_add(reply, "metrics", json_object_new_int64(
             (int64_t)store_count(a->store)));
         json_object_object_add(reply, "metrics_max", json_object_new_int64(
@@ -571,6 +851,7 @@ agg_on_rpc(struct aggregator *a, const struct bus_event *ev)
                 json_object_new_int64((int64_t)forward_pending(a->forward)));
             json_object_object_add(reply, "durability", dd);
         }
+        json_object_object_add(reply, "moves", agg_moves_status(a));
         json_object_object_add(stats, "events_applied", json_object_new_int64(
             (int64_t)st.events_applied));
         json_object_object_add(stats, "type_conflicts", json_object_new_int64(
@@ -788,6 +1069,8 @@ main(int argc, char **argv)
 {
     struct aggregator a;
     struct http_server *http = NULL;
+    struct slotmap *start;
+    const struct slotmap *map;
     pthread_t flusher;
     char err[DAEMON_ERR_MAX], tag[AGG_TAG_MAX];
     long backoff = DAEMON_RECONNECT_MIN_MS;
@@ -803,13 +1086,16 @@ main(int argc, char **argv)
         return rc < 0 ? 2 : 0;
     }
     snprintf(tag, sizeof(tag), "aggregator %ld", a.opts.instance);
-    a.map = daemon_setup(&a.opts.common, tag, err, sizeof(err));
-    if (a.map == NULL || a.opts.instance < 0
-        || (uint32_t)a.opts.instance >= a.map->instances) {
-        fprintf(stderr, "tally-aggregator: %s\n", a.map == NULL ? err
-                : "--instance must name an instance of the slot map");
+    start = daemon_setup(&a.opts.common, tag, err, sizeof(err));
+    if (start == NULL || a.opts.instance < 0) {
+        fprintf(stderr, "tally-aggregator: %s\n", start == NULL ? err
+                : "--instance is required");
+        slotmap_destroy(start);
         goto out;
     }
+    /* An instance outside the map is a new one: it owns nothing until a
+     * reshard's map reaches it through its queue. */
+    a.move = move_create(start, (uint32_t)a.opts.instance);
     a.cache = cache_create(a.opts.common.memcached, CACHE_TIMEOUT_MS_DEFAULT,
                            err, sizeof(err));
     if (a.cache == NULL) {
@@ -837,10 +1123,6 @@ main(int argc, char **argv)
             goto out_store;
         }
     }
-    log_info("instance %ld of %u, %zu slots, map version %" PRIu64,
-             a.opts.instance, a.map->instances,
-             slotmap_slots_owned(a.map, (uint32_t)a.opts.instance),
-             a.map->version);
     a.no_fsync = getenv(AGG_UNSAFE_NO_FSYNC_ENV) != NULL
                  && strcmp(getenv(AGG_UNSAFE_NO_FSYNC_ENV), "1") == 0;
     if (a.no_fsync)
@@ -856,11 +1138,11 @@ main(int argc, char **argv)
     log_info("replaying %s", a.opts.data_dir);
     snprintf(tag, sizeof(tag), "tally-aggregator %ld forwarder",
              a.opts.instance);
-    a.forwarder = publisher_create(&a.bus_config, a.map,
+    a.forwarder = publisher_create(&a.bus_config, start->instances,
                                    DAEMON_BUS_TIMEOUT_MS, tag);
     a.forward = forward_create(a.forwarder);
     forward_hold(a.forward, 1);             /* until the replay is done */
-    a.durable = durable_open(a.opts.data_dir, a.store, a.forward,
+    a.durable = durable_open(a.opts.data_dir, a.store, a.forward, a.move,
                              a.opts.dedup_horizon_s * AGG_US_PER_S,
                              a.no_fsync, agg_apply, &a, &a.dedup,
                              &a.batches, err, sizeof(err));
@@ -878,6 +1160,15 @@ main(int argc, char **argv)
                  ds.replay_us / 1000, store_count(a.store),
                  ds.truncated_bytes);
     }
+    map = move_map(a.move);
+    a.map_version = map->version;
+    publisher_set_instances(a.forwarder, map->instances);
+    log_info("instance %ld: %zu slots of map version %" PRIu64 " (%u "
+             "instances)%s", a.opts.instance,
+             slotmap_slots_owned(map, (uint32_t)a.opts.instance),
+             map->version, map->instances,
+             (uint32_t)a.opts.instance < map->instances ? ""
+             : "; outside the map, it waits for a reshard");
     a.replaying = 0;
     forward_hold(a.forward, 0);
     a.last_snapshot_us = daemon_monotonic_us();
@@ -928,7 +1219,7 @@ out:
     forward_destroy(a.forward);
     if (a.cache != NULL)
         cache_destroy(a.cache);
-    slotmap_destroy(a.map);
+    move_destroy(a.move);
     config_free(agg_table, AGG_TABLE_SIZE, &a.opts);
     return status;
 }

@@ -17,6 +17,7 @@
 #include "cacheval.h"
 #include "hash.h"
 #include "metric.h"
+#include "slotmap.h"
 #include "state.h"
 #include "window.h"
 #include "xalloc.h"
@@ -637,6 +638,94 @@ store_repair(struct store *s, const char *name, size_t len)
     else if (e != NULL)
         e->tombstone_pending = 1;
     pthread_mutex_unlock(&s->lock);
+}
+
+size_t
+store_take_slots(struct store *s, const uint8_t *leaving,
+                 struct store_taken **out)
+{
+    struct store_taken *t = NULL;
+    size_t n = 0, cap = 0;
+
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->count;) {
+        struct store_entry *e = s->all[i];
+        struct store_taken *x;
+
+        if (!leaving[e->hash % SLOTMAP_SLOTS]) {
+            i++;
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            t = xrealloc(t, cap * sizeof(*t));
+        }
+        x = &t[n++];
+        x->name = xstrndup(e->name, e->name_len);
+        x->name_len = e->name_len;
+        x->slot = (uint16_t)(e->hash % SLOTMAP_SLOTS);
+        x->generation = e->generation;
+        x->metric = e->metric;
+        x->deleted_us = e->deleted_us;
+        e->metric = NULL;
+        if (x->metric != NULL)
+            s->stats.metrics--;
+        store_remove(s, e);         /* moves another entry into slot i */
+    }
+    pthread_mutex_unlock(&s->lock);
+    *out = t;
+    return n;
+}
+
+void
+store_taken_free(struct store_taken *t, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free(t[i].name);
+        metric_destroy(t[i].metric);
+    }
+    free(t);
+}
+
+int
+store_merge_metric(struct store *s, const char *name, size_t name_len,
+                   uint64_t generation, struct metric *metric,
+                   int64_t now_us, char *reason, size_t len)
+{
+    uint64_t hash = hash_fnv1a64(name, name_len);
+    struct store_entry *e;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    e = store_find(s, name, name_len, hash);
+    if (e == NULL)
+        e = store_insert(s, name, name_len, hash, now_us);
+    if (e->metric == NULL) {
+        e->metric = metric;
+        s->stats.metrics++;
+    } else if (metric_type(e->metric) != metric_type(metric)) {
+        snprintf(reason, len, "type conflict: %s is a %s here, the moved "
+                 "state a %s (the moved state is dropped)", e->name,
+                 event_type_name(metric_type(e->metric)),
+                 event_type_name(metric_type(metric)));
+        s->stats.type_conflicts++;
+        metric_destroy(metric);
+        rc = -1;
+    } else if (generation > e->generation) {
+        metric_merge(metric, e->metric);
+        metric_destroy(e->metric);
+        e->metric = metric;
+    } else {
+        metric_merge(e->metric, metric);
+        metric_destroy(metric);
+    }
+    if (generation > e->generation)
+        e->generation = generation;
+    e->repair = 1;
+    e->dirty = 1;
+    e->updated_us = now_us;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 size_t

@@ -30,6 +30,8 @@
 #include "cache.h"
 #include "codec.h"
 
+struct metric;
+
 #define STORE_REASON_MAX 160
 
 struct store;
@@ -116,5 +118,33 @@ void store_encode(struct store *s, struct buf_writer *out);
 int store_decode(struct store *s, struct buf_reader *in, char *err,
                  size_t errlen);
 void store_stats(struct store *s, struct store_stats *out);
+
+/* ---- slot moves (schema/resharding.md) ------------------------------ */
+
+/* One metric taken out of the store for its new owner. */
+struct store_taken {
+    char *name;                    /* owned, NUL-terminated */
+    size_t name_len;
+    uint16_t slot;
+    uint64_t generation;
+    struct metric *metric;         /* owned; NULL for a deleted metric */
+    int64_t deleted_us;
+};
+
+/* Removes every metric whose slot has LEAVING[slot] set and hands them
+ * over in *OUT (a new array owned by the caller); returns how many. Their
+ * cache values are no longer written by this instance. */
+size_t store_take_slots(struct store *s, const uint8_t *leaving,
+                        struct store_taken **out);
+void store_taken_free(struct store_taken *t, size_t count);
+
+/* Merges a metric shipped by its old owner (METRIC, taken) into the
+ * store: a new entry, or merged with what this instance applied since
+ * the move began; the newer generation wins. Every bucket is rewritten
+ * at the next flush. A metric of another type than the one here is
+ * dropped: 0, or -1 with the reason. */
+int store_merge_metric(struct store *s, const char *name, size_t name_len,
+                       uint64_t generation, struct metric *metric,
+                       int64_t now_us, char *reason, size_t len);
 
 #endif

@@ -420,7 +420,7 @@ main(int argc, char **argv)
     daemon_catch_signals();
     daemon_bus_config(&fe.opts.common, &fe.bus_config);
     fe.meta = meta_create(fe.opts.meta_ttl_ms);
-    fe.publisher = publisher_create(&fe.bus_config, fe.map,
+    fe.publisher = publisher_create(&fe.bus_config, fe.map->instances,
                                     (int)fe.opts.confirm_timeout_ms,
                                     "tally-frontend publisher");
     fe.inbox = inbox_create(&fe);
