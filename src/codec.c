@@ -41,11 +41,11 @@
 #define CODEC_OFF_CRC 12
 
 /* Smallest encodings, used to cap counts by the bytes left:
- * a TOMBSTONE payload is slot 2 + type 1 + generation 1 + name 1+1 + time 1,
- * an entry adds kind 1 + payload length 1, a sub-batch adds key 16 +
- * flags 1 + origin 1+1 + map version 1 + hops 1 + created 1 + reserved 1 +
- * entry count 1, and a dedup key is 16 bytes + created 1. */
-#define CODEC_PAYLOAD_MIN_SIZE 7
+ * a MAP payload of one byte is length 1 + 1 (an empty DEDUP_KEYS is slot
+ * 2 + count 1), an entry adds kind 1 + payload length 1, a sub-batch adds
+ * key 16 + flags 1 + origin 1+1 + map version 1 + hops 1 + created 1 +
+ * reserved 1 + entry count 1, and a dedup key is 16 bytes + created 1. */
+#define CODEC_PAYLOAD_MIN_SIZE 2
 #define CODEC_ENTRY_MIN_SIZE (2 + CODEC_PAYLOAD_MIN_SIZE)
 #define CODEC_SUBBATCH_MIN_SIZE (CODEC_KEY_SIZE + 8 + CODEC_ENTRY_MIN_SIZE)
 #define CODEC_DEDUP_KEY_MIN_SIZE (CODEC_KEY_SIZE + 1)

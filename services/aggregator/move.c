@@ -270,7 +270,8 @@ move_handoff(struct move *m, struct store *store,
     struct move_keys keys = {leaving, NULL, NULL, 0, 0};
     struct codec_dedup_key *slot_keys;
 
-    qsort(taken, n, sizeof(*taken), move_taken_compare);
+    if (n > 1)
+        qsort(taken, n, sizeof(*taken), move_taken_compare);
     dedup_each(batches, move_collect_key, &keys);
     slot_keys = xmalloc((keys.count + 1) * sizeof(*slot_keys));
     for (uint32_t target = 0; target < m->map->instances; target++) {
@@ -295,7 +296,8 @@ move_handoff(struct move *m, struct store *store,
             for (size_t i = 0; i < keys.count; i++)
                 if (keys.slots[i] == s)
                     slot_keys[k++] = keys.keys[i];
-            qsort(slot_keys, k, sizeof(*slot_keys), move_key_compare);
+            if (k > 1)
+                qsort(slot_keys, k, sizeof(*slot_keys), move_key_compare);
             /* Always sent, even empty: it tells the new owner the slot's
              * batch keys are all there. */
             move_chunk_room(&c);

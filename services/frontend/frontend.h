@@ -41,6 +41,7 @@
 #define FRONTEND_ERR_NOT_QUEUED 1201     /* events not durably queued */
 #define FRONTEND_ERR_INSTANCE 1202       /* an owner did not answer */
 #define FRONTEND_ERR_TOO_MANY_EVENTS 1203
+#define FRONTEND_ERR_MAP 1204            /* a reshard's map not queued */
 #define FRONTEND_ERR_RATE 1107           /* --rate-limit, HTTP 429 */
 
 struct frontend_options {
@@ -68,7 +69,12 @@ struct inbox;
 
 struct frontend {
     struct frontend_options opts;
-    struct slotmap *map;
+    struct slotmap *map;                /* read with frontend_map */
+    pthread_mutex_t map_lock;           /* guards installing a map */
+    struct slotmap **old_maps;          /* kept until exit */
+    size_t old_map_count;
+    uint64_t map_hint;                  /* announced version (atomic) */
+    pthread_mutex_t reshard_lock;       /* one cluster.reshard at a time */
     struct bus_config bus_config;
     struct cache *cache;
     struct publisher *publisher;
@@ -155,6 +161,21 @@ void inbox_watch_free(struct inbox_watch *w);
  * once); inbox_destroy then frees it. */
 void inbox_stop(struct inbox *in);
 
+/* ---- query.c: helpers for every method ------------------------------ */
+/* 0, or -1 with CALL answered -32602 when its params hold a member not in
+ * ALLOWED (NULL-terminated). */
+int frontend_known_params(struct jsonrpc_call *call,
+                          const char *const *allowed);
+
+/* ---- reshard.c ------------------------------------------------------ */
+/* The map to route by; read it once per request. */
+const struct slotmap *frontend_map(struct frontend *fe);
+/* Takes a newer map from the instances if one has it; 1 if it did. */
+int frontend_map_refresh(struct frontend *fe);
+/* Frees every map (at exit). */
+void frontend_maps_free(struct frontend *fe);
+int method_cluster_reshard(struct jsonrpc_call *call, void *ctx);
+
 /* ---- record.c ------------------------------------------------------- */
 /* One encoded message of one sub-batch for an owning instance. */
 struct record_part {
@@ -166,6 +187,7 @@ struct record_part {
 /* The outcome of validating and folding a batch of events. */
 struct record {
     struct frontend *fe;
+    const struct slotmap *map;     /* routed by */
     json_object *rejected;         /* array of {"index","code","message"} */
     size_t accepted;
     struct record_part *parts;     /* one per owning instance */

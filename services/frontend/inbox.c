@@ -443,7 +443,19 @@ inbox_on_control(struct inbox *in, const struct bus_event *ev)
     json_object *msg = daemon_parse_json(ev->body, ev->len), *gen;
     const char *op, *name;
 
-    if (msg == NULL || (op = daemon_json_string(msg, "op")) == NULL
+    op = daemon_json_string(msg, "op");
+    if (op != NULL && strcmp(op, "map") == 0
+        && json_object_object_get_ex(msg, "version", &gen)
+        && json_object_is_type(gen, json_type_int)) {
+        /* a reshard: the main thread fetches the map */
+        uint64_t v = (uint64_t)json_object_get_int64(gen);
+
+        if (v > __atomic_load_n(&in->fe->map_hint, __ATOMIC_RELAXED))
+            __atomic_store_n(&in->fe->map_hint, v, __ATOMIC_RELAXED);
+        json_object_put(msg);
+        return;
+    }
+    if (msg == NULL || op == NULL
         || (name = daemon_json_string(msg, "name")) == NULL) {
         log_warn("control: ignored a message that is not "
                  "{\"op\":...,\"name\":...}");

@@ -30,6 +30,9 @@ static const char frontend_stopping_body[] =
     "\"Internal error\",\"data\":\"the server is shutting down\"},"
     "\"id\":null}";
 #define FRONTEND_TAG_MAX 64
+#define FRONTEND_TICK_MS 200
+#define FRONTEND_MAP_REFRESH_US (30 * 1000000LL)
+#define FRONTEND_MAP_RETRY_US 1000000LL
 #define FRONTEND_OPENRPC_MAX (1024 * 1024)
 
 static const struct config_option frontend_table[] = {
@@ -90,6 +93,7 @@ static const struct frontend_method {
     {"metrics.list", AUTH_READ, method_metrics_list},
     {"metrics.delete", AUTH_ADMIN, method_metrics_delete},
     {"cluster.status", AUTH_READ, method_cluster_status},
+    {"cluster.reshard", AUTH_ADMIN, method_cluster_reshard},
     {"rpc.discover", 0, method_rpc_discover},
 };
 #define FRONTEND_METHOD_COUNT \
@@ -369,6 +373,32 @@ frontend_load_openrpc(const char *path, char *err, size_t errlen)
     return doc;
 }
 
+/* Until a stop: takes a newer slot map from the instances as soon as the
+ * inbox is connected, when a reshard announces one, and every
+ * FRONTEND_MAP_REFRESH_US (a missed announcement, a frontend that was
+ * down). */
+static void
+frontend_watch_map(struct frontend *fe)
+{
+    int64_t last_us = 0;
+    int first = 1;
+
+    while (!daemon_stopping) {
+        int64_t now = daemon_monotonic_us();
+        uint64_t hint = __atomic_load_n(&fe->map_hint, __ATOMIC_RELAXED);
+
+        if (inbox_ready(fe->inbox)
+            && (first || now - last_us >= FRONTEND_MAP_REFRESH_US
+                || (hint > frontend_map(fe)->version
+                    && now - last_us >= FRONTEND_MAP_RETRY_US))) {
+            frontend_map_refresh(fe);
+            first = 0;
+            last_us = now;
+        }
+        daemon_sleep_ms(FRONTEND_TICK_MS);
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -380,6 +410,8 @@ main(int argc, char **argv)
 
     memset(&fe, 0, sizeof(fe));
     pthread_mutex_init(&fe.stop_lock, NULL);
+    pthread_mutex_init(&fe.map_lock, NULL);
+    pthread_mutex_init(&fe.reshard_lock, NULL);
     rc = config_parse(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts, argc,
                       argv, stdout, err, sizeof(err));
     if (rc != CONFIG_RUN) {
@@ -440,10 +472,9 @@ main(int argc, char **argv)
     log_info("serving %s://%s:%d/rpc (%u instances, map version %llu)",
              hc.tls_cert != NULL && hc.tls_cert[0] != '\0' ? "https" : "http",
              hc.address,
-             http_server_port(http), fe.map->instances,
-             (unsigned long long)fe.map->version);
-    while (!daemon_stopping)
-        daemon_sleep_ms(DAEMON_RECONNECT_MAX_MS);
+             http_server_port(http), frontend_map(&fe)->instances,
+             (unsigned long long)frontend_map(&fe)->version);
+    frontend_watch_map(&fe);
     log_info("stopping");
     /* New requests get 503; the I/O threads stop (calls in flight settle
      * and are answered) before HTTP goes, and are freed after it. */
@@ -466,7 +497,9 @@ fail:
     json_object_put(fe.openrpc);
     auth_free(fe.auth);
     ratelimit_destroy(fe.ratelimit);
-    slotmap_destroy(fe.map);
+    frontend_maps_free(&fe);
+    pthread_mutex_destroy(&fe.map_lock);
+    pthread_mutex_destroy(&fe.reshard_lock);
     config_free(frontend_table, FRONTEND_TABLE_SIZE, &fe.opts);
     pthread_mutex_destroy(&fe.stop_lock);
     return status;

@@ -34,9 +34,8 @@
 #define QUERY_SERIES 0x1          /* add "series" */
 #define QUERY_STATE 0x2           /* add "state": the merged window state */
 
-/* Rejects any params member not in ALLOWED (NULL-terminated). */
-static int
-query_known_params(struct jsonrpc_call *call, const char *const *allowed)
+int
+frontend_known_params(struct jsonrpc_call *call, const char *const *allowed)
 {
     char reason[QUERY_REASON_MAX];
 
@@ -193,7 +192,7 @@ query_from_owner(struct frontend *fe, const char *name, size_t len,
                  enum window window, int flags, int64_t now,
                  json_object **out, char *reason, size_t reasonlen)
 {
-    uint32_t owner = slotmap_owner(fe->map, slotmap_slot(name, len));
+    uint32_t owner = slotmap_owner(frontend_map(fe), slotmap_slot(name, len));
     json_object *req = json_object_new_object();
     char *reply;
     size_t reply_len;
@@ -246,7 +245,7 @@ method_metrics_query(struct jsonrpc_call *call, void *ctx)
     size_t n;
 
     if (jsonrpc_params_object(call) != 0
-        || query_known_params(call, allowed) != 0)
+        || frontend_known_params(call, allowed) != 0)
         return JSONRPC_DONE;
     if (!json_object_object_get_ex(params, "names", &names)
         || !json_object_is_type(names, json_type_array)
@@ -312,13 +311,13 @@ bad_names:
 /* ---------------------------------------------------------------------- */
 
 /* Asks every instance REQUEST; returns the parsed JSON replies (NULL where
- * none came) in a new array of M entries, and the silent ones in
- * *UNREACHABLE (a new JSON array). */
+ * none came) in a new array of *M entries (the instances of the map), and
+ * the silent ones in *UNREACHABLE (a new JSON array). */
 static json_object **
-query_ask_all(struct frontend *fe, json_object *request,
+query_ask_all(struct frontend *fe, json_object *request, uint32_t *count,
               json_object **unreachable)
 {
-    uint32_t m = fe->map->instances;
+    uint32_t m = frontend_map(fe)->instances;
     uint32_t *instances = xcalloc(m, sizeof(*instances));
     char **replies = xcalloc(m, sizeof(*replies));
     size_t *lens = xcalloc(m, sizeof(*lens));
@@ -342,6 +341,7 @@ query_ask_all(struct frontend *fe, json_object *request,
     free(replies);
     free(lens);
     free(binary);
+    *count = m;
     return parsed;
 }
 
@@ -370,10 +370,11 @@ method_metrics_list(struct jsonrpc_call *call, void *ctx)
     const char *prefix = "", *after = "";
     int64_t limit = QUERY_LIST_DEFAULT;
     int more = 0;
+    uint32_t count;
     size_t n;
 
     if (params != NULL && (jsonrpc_params_object(call) != 0
-                           || query_known_params(call, allowed) != 0))
+                           || frontend_known_params(call, allowed) != 0))
         return JSONRPC_DONE;
     if (params != NULL && json_object_object_get_ex(params, "prefix", &v)) {
         if (!json_object_is_type(v, json_type_string)
@@ -407,10 +408,10 @@ method_metrics_list(struct jsonrpc_call *call, void *ctx)
     json_object_object_add(req, "prefix", json_object_new_string(prefix));
     json_object_object_add(req, "after", json_object_new_string(after));
     json_object_object_add(req, "limit", json_object_new_int64(limit));
-    replies = query_ask_all(fe, req, &unreachable);
+    replies = query_ask_all(fe, req, &count, &unreachable);
     json_object_put(req);
     all = json_object_new_array();
-    for (uint32_t i = 0; i < fe->map->instances; i++) {
+    for (uint32_t i = 0; i < count; i++) {
         json_object *metrics, *m;
 
         if (replies[i] == NULL)
@@ -460,13 +461,33 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
     json_object *result = json_object_new_object();
     json_object *instances = json_object_new_array();
     json_object *self = json_object_new_object();
+    const struct slotmap *map = frontend_map(fe);
+    int64_t moved = 0;
+    int moving = 0;
+    uint32_t m;
 
     json_object_object_add(req, "op", json_object_new_string("status"));
-    replies = query_ask_all(fe, req, &unreachable);
+    replies = query_ask_all(fe, req, &m, &unreachable);
     json_object_put(req);
-    for (uint32_t i = 0; i < fe->map->instances; i++)
-        if (replies[i] != NULL)
-            json_object_array_add(instances, replies[i]);
+    for (uint32_t i = 0; i < m; i++) {
+        json_object *moves, *o;
+
+        if (replies[i] == NULL)
+            continue;
+        if (json_object_object_get_ex(replies[i], "moves", &moves)) {
+            if (json_object_object_get_ex(moves, "in_progress", &o)
+                && json_object_get_boolean(o))
+                moving = 1;
+            if (json_object_object_get_ex(moves, "to_version", &o)
+                && (uint64_t)json_object_get_int64(o) == map->version
+                && json_object_object_get_ex(moves, "slots_in", &o))
+                moved += json_object_get_int64(o);
+        }
+        if (json_object_object_get_ex(replies[i], "map_version", &o)
+            && (uint64_t)json_object_get_int64(o) != map->version)
+            moving = 1;
+        json_object_array_add(instances, replies[i]);
+    }
     free(replies);
     json_object_object_add(self, "version",
                            json_object_new_string(TALLY_VERSION));
@@ -478,9 +499,12 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
     json_object_object_add(self, "republished", json_object_new_int64(
         (int64_t)publisher_republished(fe->publisher)));
     json_object_object_add(result, "map_version",
-                           json_object_new_int64((int64_t)fe->map->version));
+                           json_object_new_int64((int64_t)map->version));
     json_object_object_add(result, "instance_count",
-                           json_object_new_int64(fe->map->instances));
+                           json_object_new_int64(map->instances));
+    json_object_object_add(result, "moved_slots", json_object_new_int64(moved));
+    json_object_object_add(result, "move_in_progress",
+                           json_object_new_boolean(moving));
     json_object_object_add(result, "instances", instances);
     json_object_object_add(result, "unreachable", unreachable);
     json_object_object_add(result, "frontend", self);
@@ -587,7 +611,7 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     uint8_t *data;
 
     if (jsonrpc_params_object(call) != 0
-        || query_known_params(call, allowed) != 0)
+        || frontend_known_params(call, allowed) != 0)
         return JSONRPC_DONE;
     if (!json_object_object_get_ex(params, "name", &name)
         || !query_name_valid(name)) {
@@ -606,7 +630,7 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
         log_warn("getrandom failed; dedup key is not random");
     sb.origin = fe->origin;
     sb.origin_len = strlen(fe->origin);
-    sb.map_version = fe->map->version;
+    sb.map_version = frontend_map(fe)->version;
     sb.created_us = now;
     buf_writer_create(&out, 256);
     codec_message_begin(&enc, &out);
@@ -627,7 +651,8 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     d->watch = inbox_watch_deleted(fe->inbox, d->name, info.generation + 1,
                                    query_delete_announced, d);
     publisher_submit(fe->publisher,
-                     publisher_item_events(slotmap_owner(fe->map, slot), data,
+                     publisher_item_events(slotmap_owner(frontend_map(fe),
+                                                         slot), data,
                                            data_len, query_delete_queued, d));
     return JSONRPC_PENDING;
 }

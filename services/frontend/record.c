@@ -208,7 +208,7 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
         log_warn("getrandom failed; dedup key is not random");
     sb.origin = fe->origin;
     sb.origin_len = strlen(fe->origin);
-    sb.map_version = fe->map->version;
+    sb.map_version = r->map->version;
     sb.created_us = now_us;
     if (r->has_batch_key) {
         sb.flags = CODEC_SB_HAS_BATCH_KEY | CODEC_SB_ENVELOPE;
@@ -222,7 +222,7 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
         const struct record_fold *f = &t->folds[i];
         const struct record_name *n = &t->names[f->name];
 
-        if (!r->has_batch_key && slotmap_owner(fe->map, n->slot) != instance)
+        if (!r->has_batch_key && slotmap_owner(r->map, n->slot) != instance)
             continue;
         buf_writer_reset(&state);
         state_ops_for(n->type)->encode(f->state, &state);
@@ -247,6 +247,7 @@ record_init(struct record *r, struct frontend *fe)
 {
     memset(r, 0, sizeof(*r));
     r->fe = fe;
+    r->map = frontend_map(fe);
     r->rejected = json_object_new_array();
 }
 
@@ -282,7 +283,6 @@ record_destroy(struct record *r)
 void
 record_events(struct record *r, json_object *events)
 {
-    struct frontend *fe = r->fe;
     size_t n = json_object_array_length(events);
     int64_t now = daemon_now_us();
     struct record_table t;
@@ -314,16 +314,16 @@ record_events(struct record *r, json_object *events)
         f->count++;
         r->accepted++;
     }
-    owners = xcalloc(fe->map->instances, 1);
+    owners = xcalloc(r->map->instances, 1);
     if (r->has_batch_key && t.fold_count > 0)   /* one envelope */
-        owners[slotmap_owner(fe->map, slotmap_slot((const char *)r->batch_key,
+        owners[slotmap_owner(r->map, slotmap_slot((const char *)r->batch_key,
                                                    CODEC_KEY_SIZE))] = 1;
     else
         for (size_t i = 0; i < t.fold_count; i++)
-            owners[slotmap_owner(fe->map,
+            owners[slotmap_owner(r->map,
                                  t.names[t.folds[i].name].slot)] = 1;
-    r->parts = xcalloc(fe->map->instances, sizeof(*r->parts));
-    for (uint32_t i = 0; i < fe->map->instances && !r->failed; i++) {
+    r->parts = xcalloc(r->map->instances, sizeof(*r->parts));
+    for (uint32_t i = 0; i < r->map->instances && !r->failed; i++) {
         struct record_part *part = &r->parts[r->part_count];
 
         if (!owners[i])
@@ -393,6 +393,7 @@ record_call_settled(void *ctx, int ok, const char *reason)
 int
 method_events_record(struct jsonrpc_call *call, void *ctx)
 {
+    static const char *const allowed[] = {"events", "batch", NULL};
     struct exchange *x = ctx;
     struct frontend *fe = x->fe;
     json_object *params = jsonrpc_call_params(call), *events, *batch = NULL;
@@ -400,16 +401,9 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
     char reason[FRONTEND_REASON_MAX];
     size_t n;
 
-    if (jsonrpc_params_object(call) != 0)
+    if (jsonrpc_params_object(call) != 0
+        || frontend_known_params(call, allowed) != 0)
         return JSONRPC_DONE;
-    json_object_object_foreach(params, key, value) {
-        (void)value;
-        if (strcmp(key, "events") != 0 && strcmp(key, "batch") != 0) {
-            snprintf(reason, sizeof(reason), "unknown parameter \"%s\"", key);
-            jsonrpc_call_invalid_params(call, reason);
-            return JSONRPC_DONE;
-        }
-    }
     if (!json_object_object_get_ex(params, "events", &events)
         || !json_object_is_type(events, json_type_array)
         || json_object_array_length(events) == 0) {

@@ -624,6 +624,22 @@ class Cluster:
         if wait:
             d.wait_ready()
 
+    def add_aggregator(self, wait=True):
+        """Starts one more aggregator, numbered after the others, with the
+        cluster's flags (so outside its slot map until a reshard gives it
+        slots); returns its index."""
+        i = len(self.aggregators)
+        first = self.aggregators[0]
+        argv = list(first.argv)
+        argv[argv.index('--instance') + 1] = str(i)
+        port = free_port()
+        argv[argv.index('--http-port') + 1] = str(port)
+        self.aggregators.append(self._daemon('aggregator-%d' % i, argv, port))
+        self.aggregators[i].start()
+        if wait:
+            self.aggregators[i].wait_ready()
+        return i
+
     def frontend_url(self, k=0):
         return 'http://127.0.0.1:%d' % self.frontends[k].port
 
