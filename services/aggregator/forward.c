@@ -167,6 +167,9 @@ forward_send(struct forward *f, struct forward_entry *e)
     }
     copy = xmalloc(e->len);
     memcpy(copy, e->data, e->len);
+    /* A forward made under a map with more instances than the current
+     * one (a restart after a shrink) still has its queue. */
+    publisher_set_instances(f->pub, e->instance + 1);
     publisher_submit(f->pub, publisher_item_events(e->instance, copy, e->len,
                                                    forward_settled, e));
 }

@@ -946,6 +946,8 @@ agg_log_forwards_done(struct aggregator *a)
     if (n > 0 && (i < n || durable_sync(a->durable, err, sizeof(err)) != 0))
         log_warn("cannot log confirmed forwards (sent again after a "
                  "restart): %s", err);
+    else if (n > 0)
+        daemon_crash_point("forwards-logged");
     free(keys);
 }
 

@@ -33,6 +33,7 @@ static const char frontend_stopping_body[] =
 #define FRONTEND_TICK_MS 200
 #define FRONTEND_MAP_REFRESH_US (30 * 1000000LL)
 #define FRONTEND_MAP_RETRY_US 1000000LL
+#define FRONTEND_NO_REFRESH_ENV "TALLY_TEST_NO_MAP_REFRESH"
 #define FRONTEND_OPENRPC_MAX (1024 * 1024)
 
 static const struct config_option frontend_table[] = {
@@ -383,6 +384,15 @@ frontend_watch_map(struct frontend *fe)
     int64_t last_us = 0;
     int first = 1;
 
+    /* Test hook: a frontend that keeps routing by an old map. */
+    if (getenv(FRONTEND_NO_REFRESH_ENV) != NULL
+        && strcmp(getenv(FRONTEND_NO_REFRESH_ENV), "1") == 0) {
+        log_warn("%s=1: the slot map is never refreshed (tests only)",
+                 FRONTEND_NO_REFRESH_ENV);
+        while (!daemon_stopping)
+            daemon_sleep_ms(FRONTEND_TICK_MS);
+        return;
+    }
     while (!daemon_stopping) {
         int64_t now = daemon_monotonic_us();
         uint64_t hint = __atomic_load_n(&fe->map_hint, __ATOMIC_RELAXED);

@@ -640,6 +640,19 @@ class Cluster:
             self.aggregators[i].wait_ready()
         return i
 
+    def add_frontend(self, env=None, wait=True):
+        """Starts one more frontend with the cluster's flags (ENV adds
+        environment variables); returns its index."""
+        k = len(self.frontends)
+        argv = list(self.frontends[0].argv)
+        port = free_port()
+        argv[argv.index('--http-port') + 1] = str(port)
+        self.frontends.append(self._daemon('frontend-%d' % k, argv, port))
+        self.frontends[k].start(env)
+        if wait:
+            self.frontends[k].wait_ready()
+        return k
+
     def frontend_url(self, k=0):
         return 'http://127.0.0.1:%d' % self.frontends[k].port
 

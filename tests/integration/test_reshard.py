@@ -140,3 +140,169 @@ def test_scale_2_3_4_2_under_load(env):
     st = status(env)
     assert [i['slots'] for i in st['instances']] == [2048, 2048], st
     print('    %d calls, %d retries' % (load.calls, load.retries))
+
+
+def record_counters(url, metrics, value=1, batch=None):
+    """One call adding VALUE to every counter of METRICS."""
+    params = {'events': [{'name': n, 'type': 'counter', 'value': value}
+                         for n in metrics]}
+    if batch is not None:
+        params['batch'] = batch
+    r = rpc_result(url, 'events.record', params)
+    assert r == {'accepted': len(metrics), 'rejected': []}, r
+
+
+def totals(env, metrics, count, total):
+    """Waits until every counter of METRICS has COUNT events summing to
+    TOTAL."""
+    def check():
+        got = {}
+        for i in range(0, len(metrics), 32):
+            got.update(rpc_result(env.cluster.frontend_url(0),
+                                  'metrics.query',
+                                  {'names': metrics[i:i + 32]})['metrics'])
+        wrong = {n: m and [m['count'], m['sum']] for n, m in got.items()
+                 if m is None or m['count'] != count or m['sum'] != total}
+        return not wrong, wrong
+    eventually(check, MOVE_WAIT_S, 'counts %d, sums %d' % (count, total))
+
+
+def instance_sum(st, section, key):
+    return sum(i[section][key] for i in st['instances'])
+
+
+def test_frontend_with_an_old_map(env):
+    """A frontend that keeps the map of version 1 routes its events to
+    the old owners, which send them on: every count is exact."""
+    cluster = env.cluster
+    metrics = ['oldmap.c%02d' % i for i in range(METRICS)]
+    st = status(env)
+    assert st['map_version'] > 1 and st['instance_count'] == 2, st
+    before = instance_sum(st, 'moves', 'stragglers_forwarded')
+    k = cluster.add_frontend(env={'TALLY_TEST_NO_MAP_REFRESH': '1'})
+    old = cluster.frontend_url(k)
+    cluster.start_aggregator(2)
+    reshard(env, 3)
+    assert rpc_result(old, 'cluster.status')['map_version'] == 1
+    for v in (1, 2, 5):
+        record_counters(old, metrics, v)
+    record_counters(old, metrics, 10, batch=str(uuid.uuid4()))
+    totals(env, metrics, 4, 18)
+    after = instance_sum(status(env), 'moves', 'stragglers_forwarded')
+    assert after > before, (before, after)
+    print('    %d sub-batches sent on by the old owners' % (after - before))
+    reshard(env, 2)
+    cluster.stop_aggregator(2)
+    totals(env, metrics, 4, 18)
+
+
+BATCHES = 100
+CRASH_WAIT_S = 30
+
+
+def test_batch_retried_after_a_move(env):
+    """Client batches first sent before a move and retried after it are
+    counted once, wherever their batch keys moved."""
+    cluster = env.cluster
+    metrics = ['retry.c%02d' % i for i in range(METRICS)]
+    ids = [str(uuid.uuid4()) for _ in range(BATCHES)]
+    for b in ids:
+        record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
+    totals(env, metrics, BATCHES, BATCHES)
+    before = instance_sum(status(env), 'durability',
+                          'deduplicated_client_batches')
+    cluster.start_aggregator(2)
+    reshard(env, 3)
+    for b in ids:
+        record_counters(cluster.frontend_url(1), metrics, 1, batch=b)
+    totals(env, metrics, BATCHES, BATCHES)
+    st = status(env)
+    assert instance_sum(st, 'durability', 'deduplicated_client_batches') \
+        - before == BATCHES, st
+    reshard(env, 2)
+    cluster.stop_aggregator(2)
+    for b in ids:
+        record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
+    totals(env, metrics, BATCHES, BATCHES)
+
+
+def test_batch_retried_during_a_move(env):
+    """Retries that reach a slot's new owner before the old owner's batch
+    keys do are parked until the keys come, then counted once: the old
+    owner (instance 0) dies right after installing the map, before its
+    handoffs go out, and the retries come while it is down."""
+    cluster = env.cluster
+    metrics = ['park.c%02d' % i for i in range(METRICS)]
+    ids = [str(uuid.uuid4()) for _ in range(BATCHES)]
+    for b in ids:
+        record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
+    totals(env, metrics, BATCHES, BATCHES)
+    cluster.stop_aggregator(0)
+    cluster.start_aggregator(0, env={'TALLY_CRASH_AT': 'map-installed:1'})
+    cluster.start_aggregator(2)
+    rpc_result(cluster.frontend_url(0), 'cluster.reshard', {'instances': 3})
+    d = cluster.aggregators[0]
+    eventually(lambda: (not d.running(), None), CRASH_WAIT_S,
+               'instance 0 to die with the map installed')
+    d.kill()
+    for b in ids:       # frontend 0 made the reshard: it routes by the map
+        record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
+
+    def parked():
+        st = status(env)
+        n = sum(i['moves']['parked_batches'] for i in st['instances']
+                if i['instance'] == 2)
+        return n > 0, n
+    n = eventually(parked, MOVE_WAIT_S, 'batches parked at instance 2')
+    cluster.start_aggregator(0)
+    st = settled(env, 3)
+    assert instance_sum(st, 'moves', 'parked_batches') == 0, st
+    totals(env, metrics, BATCHES, BATCHES)
+    print('    %d retries parked until the keys came' % n)
+    reshard(env, 2)
+    cluster.stop_aggregator(2)
+
+
+# Each trial: a reshard between 2 and 3 instances while VICTIM dies at
+# POINT (TALLY_CRASH_AT), then restarts; the counts stay exact.
+#   map-installed     the map applied, the handoffs made, nothing acked
+#   handoff-received  the new owner merged a handoff, nothing acked
+#   forwards-logged   the old owner logged its handoffs as confirmed
+CRASH_TRIALS = (
+    (3, 0, 'map-installed'),        # old owner
+    (2, 0, 'map-installed'),        # new owner (gains instance 2's slots)
+    (3, 2, 'handoff-received'),     # new owner
+    (2, 2, 'forwards-logged'),      # old owner: the move recorded as done
+    (3, 2, 'map-installed'),        # new owner
+    (2, 2, 'map-installed'),        # old owner
+    (3, 0, 'forwards-logged'),      # old owner
+    (2, 1, 'handoff-received'),     # new owner
+)
+
+
+def test_crash_at_each_step(env):
+    cluster = env.cluster
+    metrics = ['crash.c%02d' % i for i in range(METRICS)]
+    sent = 0
+    for target, victim, point in CRASH_TRIALS:
+        if target == 3 and victim != 2:
+            cluster.start_aggregator(2)
+        cluster.stop_aggregator(victim)
+        cluster.start_aggregator(victim, env={'TALLY_CRASH_AT': point + ':1'})
+        record_counters(cluster.frontend_url(0), metrics)
+        sent += 1
+        rpc_result(cluster.frontend_url(0), 'cluster.reshard',
+                   {'instances': target})
+        d = cluster.aggregators[victim]
+        eventually(lambda: (not d.running(), None), CRASH_WAIT_S,
+                   'instance %d to die at %s' % (victim, point))
+        d.kill()                        # reaps it
+        cluster.start_aggregator(victim)
+        record_counters(cluster.frontend_url(1), metrics)
+        sent += 1
+        settled(env, target)
+        totals(env, metrics, sent, sent)
+        if target == 2:
+            cluster.stop_aggregator(2)
+        print('    %s at instance %d (to %d instances): exact'
+              % (point, victim, target))
