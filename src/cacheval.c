@@ -175,8 +175,13 @@ cacheval_decode_open(const uint8_t *value, size_t len,
         state = cacheval_get_bucket(&in, type, &ring, &start, err, errlen);
         if (state == NULL)
             goto fail;
-        if (out->open_start[ring] != -1
-            || metric_set_bucket(out->metric, ring, start, state) != 0) {
+        if (out->open_start[ring] != -1) {
+            /* not handed to the metric yet: ours to free */
+            state_ops_for(type)->destroy(state);
+            cacheval_fail(err, errlen, "open bucket repeated or refused");
+            goto fail;
+        }
+        if (metric_set_bucket(out->metric, ring, start, state) != 0) {
             cacheval_fail(err, errlen, "open bucket repeated or refused");
             goto fail;
         }

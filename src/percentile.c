@@ -181,6 +181,14 @@ percentile_decode(struct buf_reader *in, char *err, size_t errlen)
         snprintf(err, errlen, "percentile: non-zero sum without values");
         goto fail;
     }
+    /* Folded values obey |v| <= EVENT_VALUE_MAX, so merging such sums
+     * never overflows; a larger one would merge into infinity, which no
+     * encoding can hold. */
+    if (fabs(sum_value(&p->sum)) > (double)p->count * EVENT_VALUE_MAX) {
+        snprintf(err, errlen, "percentile: sum larger than count values "
+                 "allow");
+        goto fail;
+    }
     p->sketch = ddsketch_decode(in);
     if (p->sketch == NULL) {
         snprintf(err, errlen, "percentile: truncated or malformed sketch");

@@ -276,6 +276,16 @@ store_apply_data(struct store *s, struct store_entry *e,
         s->stats.metrics--;
     }
     e->generation = generation;
+    /* The frontends check times against their clocks; a bus message from
+     * elsewhere could still carry one no state can hold. */
+    if (ce->kind == CODEC_ENTRY_EVENT
+            ? ce->u.event.time_us < 0
+              || ce->u.event.time_us >= EVENT_TIME_MAX_US
+            : ce->u.partial.first_us < 0
+              || ce->u.partial.last_us >= EVENT_TIME_MAX_US) {
+        snprintf(reason, len, "event time out of range");
+        return -1;
+    }
     if (e->metric != NULL && metric_type(e->metric) != type) {
         s->stats.type_conflicts++;
         snprintf(reason, len, "type conflict: %s is a %s, not a %s",
