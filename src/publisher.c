@@ -282,7 +282,7 @@ publisher_set_connected(struct publisher *p, int connected, const char *error)
     pthread_mutex_unlock(&p->lock);
 }
 
-static uint32_t
+uint32_t
 publisher_instances(struct publisher *p)
 {
     uint32_t n;

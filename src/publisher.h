@@ -47,6 +47,7 @@ struct publisher *publisher_create(const struct bus_config *config,
 /* Raises the instance count (a new slot map with more instances): their
  * queues are declared before the next publish. Never lowers it. */
 void publisher_set_instances(struct publisher *p, uint32_t instances);
+uint32_t publisher_instances(struct publisher *p);
 /* Stops and joins the thread: every item queued or in flight fails with
  * "shutting down" (its callback runs before this returns), and later
  * submissions fail at once. */

@@ -255,6 +255,19 @@ forward_poll(struct forward *f)
 }
 
 size_t
+forward_pending_if(struct forward *f,
+                   int (*match)(const uint8_t *data, size_t len))
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&f->lock);
+    for (const struct forward_entry *e = f->pending; e != NULL; e = e->next)
+        n += !e->notice && match(e->data, e->len);
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+size_t
 forward_pending(struct forward *f)
 {
     size_t n;

@@ -57,6 +57,9 @@ void forward_add_notice(struct forward *f, const char *exchange,
 /* Sends again the forwards that failed, at most every retry interval. */
 void forward_poll(struct forward *f);
 size_t forward_pending(struct forward *f);
+/* The pending forwards whose message MATCH says 1 to. */
+size_t forward_pending_if(struct forward *f,
+                          int (*match)(const uint8_t *data, size_t len));
 /* Snapshot: the pending forwards (instance varint, key 16 bytes, message
  * string); notices are not kept. */
 void forward_encode(struct forward *f, struct buf_writer *out);

@@ -278,7 +278,8 @@ agg_refuse_hops(struct aggregator *a, const struct codec_message *msg,
             : e->kind == CODEC_ENTRY_EVENT));
         json_object_object_add(o, "reason", json_object_new_string(reason));
         text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-        agg_reject(a, text, strlen(text), "application/json", reason);
+        if (!a->replaying)          /* published when it happened */
+            agg_reject(a, text, strlen(text), "application/json", reason);
         json_object_put(o);
         a->hop_refused++;
     }
@@ -410,6 +411,7 @@ agg_install_map(struct aggregator *a, const struct codec_entry *e,
         log_error("a slot map in the queue does not parse: %s", why);
         return;
     }
+    daemon_crash_point("map-received");     /* logged, not yet applied */
     leaving = xcalloc(SLOTMAP_SLOTS, 1);
     if (move_install(a->move, next, leaving)) {
         const struct slotmap *map = move_map(a->move);
@@ -429,16 +431,28 @@ agg_install_map(struct aggregator *a, const struct codec_entry *e,
     free(leaving);
 }
 
-/* A HANDOFF sub-batch from a slot's old owner: its metrics merged, its
- * client batch keys added, each slot's batch decisions unblocked. The
- * tombstones of deleted metrics are left to store_apply. */
+/* A HANDOFF sub-batch from a slot's old owner: the slot's metrics merged,
+ * its client batch keys added, its batch decisions unblocked. One made
+ * under a map version this slot already had a handoff for is a copy sent
+ * again, and dropped whole. */
 static void
 agg_receive_handoff(struct aggregator *a, const struct codec_message *msg,
-                    const struct codec_subbatch *sb, int64_t now_us,
-                    uint8_t *skip_entry)
+                    const struct codec_subbatch *sb, int64_t applied_us,
+                    int64_t now_us, uint8_t *skip)
 {
+    uint16_t slot = sb->entries[sb->entry_count - 1].slot;
     uint64_t metrics = 0;
 
+    skip[sb - msg->subbatches] = 1;
+    if (sb->map_version <= move_received_version(a->move, slot)) {
+        log_info("handoff of slot %u (map version %" PRIu64 ") came again; "
+                 "dropped", slot, sb->map_version);
+        return;
+    }
+    if (move_owner(a->move, slot) != (uint32_t)a->opts.instance)
+        log_warn("handoff of slot %u, which this instance does not own "
+                 "(map version %" PRIu64 ")", slot,
+                 move_map(a->move)->version);
     for (size_t i = 0; i < sb->entry_count; i++) {
         const struct codec_entry *e = &sb->entries[i];
 
@@ -447,7 +461,6 @@ agg_receive_handoff(struct aggregator *a, const struct codec_message *msg,
             struct metric *m;
             char err[STORE_REASON_MAX];
 
-            skip_entry[e - msg->entries] = 1;
             buf_reader_init(&in, e->u.metric_state.metric,
                             e->u.metric_state.metric_len);
             m = metric_decode(&in, err, sizeof(err));
@@ -457,15 +470,17 @@ agg_receive_handoff(struct aggregator *a, const struct codec_message *msg,
                 continue;
             }
             if (store_merge_metric(a->store, e->name, e->name_len,
-                                   e->generation, m, now_us, err,
+                                   e->generation, m, applied_us, err,
                                    sizeof(err)) != 0)
                 log_warn("handoff: %s", err);
             metrics++;
         } else if (e->kind == CODEC_ENTRY_DEDUP_KEYS) {
-            skip_entry[e - msg->entries] = 1;
+            /* aged as at the old owner; a replay shifts them by as much
+             * as it shifts its own keys */
             for (size_t k = 0; k < e->u.dedup.count; k++)
                 dedup_seen(a->batches, e->u.dedup.keys[k].key,
-                           e->u.dedup.keys[k].created_us, now_us);
+                           e->u.dedup.keys[k].created_us
+                               + (now_us - applied_us), now_us);
             move_received(a->move, e->slot, sb->map_version);
         }
     }
@@ -534,19 +549,48 @@ agg_replay_poll(struct aggregator *a)
     }
 }
 
+/* Applies the store's part of sub-batches FROM..TO-1 of MSG (the others
+ * untouched) and sends or counts their notices. */
+static void
+agg_apply_segment(struct aggregator *a, const struct codec_message *msg,
+                  const uint8_t *skip, const uint8_t *skip_entry,
+                  size_t from, size_t to, int64_t applied_us, int replaying)
+{
+    uint8_t *mask = xcalloc(msg->subbatch_count + 1, 1);
+    struct store_notice *notices;
+    size_t n;
+
+    if (from >= to) {
+        free(mask);
+        return;
+    }
+    for (size_t b = 0; b < msg->subbatch_count; b++)
+        mask[b] = b < from || b >= to || skip[b];
+    n = store_apply(a->store, msg, mask, skip_entry, applied_us, &notices);
+    for (size_t i = 0; i < n; i++) {
+        if (!replaying)
+            agg_notice(a, &notices[i]);
+        else if (notices[i].tombstone)
+            store_repair(a->store, notices[i].name, strlen(notices[i].name));
+    }
+    store_notices_free(notices, n);
+    free(mask);
+}
+
 /* The body of agg_apply. PARKED: a client batch parked for its slot's
- * batch keys (its sub-batch key was checked when it came). */
+ * batch keys (its sub-batch key was checked when it came). A MAP entry is
+ * a barrier: what came before it in the message is applied under the old
+ * map, what follows under the new one. */
 static void
 agg_apply_message(struct aggregator *a, const uint8_t *data, size_t len,
                   int64_t applied_us, int replaying, int parked)
 {
     uint32_t self = (uint32_t)a->opts.instance;
     struct codec_message msg;
-    struct store_notice *notices;
     struct move_parked *ready;
     uint8_t *skip, *skip_entry;
     int64_t now_us;
-    size_t n;
+    size_t segment = 0;
     char err[CODEC_ERR_MAX];
 
     if (codec_decode(data, len, &msg, err, sizeof(err)) != 0) {
@@ -576,15 +620,18 @@ agg_apply_message(struct aggregator *a, const uint8_t *data, size_t len,
             if (skip[b])
                 continue;
         }
-        if (sb->map_version > move_map(a->move)->version)
-            a->newer_maps++;
         if (sb->entry_count > 0 && sb->entries[0].kind == CODEC_ENTRY_MAP) {
+            agg_apply_segment(a, &msg, skip, skip_entry, segment, b,
+                              applied_us, replaying);
+            segment = b + 1;
             agg_install_map(a, &sb->entries[0], now_us);
             skip[b] = 1;
             continue;
         }
+        if (sb->map_version > move_map(a->move)->version)
+            a->newer_maps++;
         if (sb->flags & CODEC_SB_HANDOFF) {
-            agg_receive_handoff(a, &msg, sb, applied_us, skip_entry);
+            agg_receive_handoff(a, &msg, sb, applied_us, now_us, skip);
             continue;
         }
         if (!(sb->flags & CODEC_SB_ENVELOPE)) {
@@ -613,23 +660,20 @@ agg_apply_message(struct aggregator *a, const uint8_t *data, size_t len,
         }
         agg_forward(a, &msg, sb, skip_entry);
     }
-    n = store_apply(a->store, &msg, skip, skip_entry, applied_us, &notices);
-    for (size_t i = 0; i < n; i++) {
-        if (!replaying)
-            agg_notice(a, &notices[i]);
-        else if (notices[i].tombstone)
-            store_repair(a->store, notices[i].name, strlen(notices[i].name));
-    }
-    store_notices_free(notices, n);
+    agg_apply_segment(a, &msg, skip, skip_entry, segment, msg.subbatch_count,
+                      applied_us, replaying);
     free(skip);
     free(skip_entry);
     codec_message_destroy(&msg);
+    if (parked)
+        return;
+    /* Batches whose keys have come; one at a time, never nested. */
     while ((ready = move_release(a->move)) != NULL) {
         agg_apply_message(a, ready->data, ready->len, applied_us, replaying,
                           1);
         move_parked_free(ready);
     }
-    if (replaying && !parked) {
+    if (replaying) {
         if (a->replay_delay_ms > 0)          /* test hook */
             daemon_sleep_ms(a->replay_delay_ms);
         if (daemon_monotonic_us() - a->replay_polled_us
@@ -696,6 +740,22 @@ agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
     return 0;
 }
 
+/* 1 for a HANDOFF message (forward_pending_if). */
+static int
+agg_is_handoff(const uint8_t *data, size_t len)
+{
+    struct codec_message msg;
+    char err[CODEC_ERR_MAX];
+    int handoff;
+
+    if (codec_decode(data, len, &msg, err, sizeof(err)) != 0)
+        return 0;
+    handoff = msg.subbatch_count > 0
+              && (msg.subbatches[0].flags & CODEC_SB_HANDOFF) != 0;
+    codec_message_destroy(&msg);
+    return handoff;
+}
+
 /* The "moves" object of the status answer (schema/resharding.md). */
 static json_object *
 agg_moves_status(struct aggregator *a)
@@ -703,6 +763,7 @@ agg_moves_status(struct aggregator *a)
     json_object *o = json_object_new_object();
     struct move_stats ms;
     size_t awaiting = move_awaiting_count(a->move);
+    size_t handoffs = forward_pending_if(a->forward, agg_is_handoff);
 
     move_stats(a->move, &ms);
     json_object_object_add(o, "from_version",
@@ -720,6 +781,8 @@ agg_moves_status(struct aggregator *a)
                            json_object_new_int64((int64_t)ms.handoffs_sent));
     json_object_object_add(o, "handoffs_received", json_object_new_int64(
         (int64_t)ms.handoffs_received));
+    json_object_object_add(o, "handoffs_pending",
+                           json_object_new_int64((int64_t)handoffs));
     json_object_object_add(o, "metrics_sent",
                            json_object_new_int64((int64_t)ms.metrics_sent));
     json_object_object_add(o, "metrics_received", json_object_new_int64(
@@ -731,7 +794,7 @@ agg_moves_status(struct aggregator *a)
     json_object_object_add(o, "newer_map_subbatches",
                            json_object_new_int64((int64_t)a->newer_maps));
     json_object_object_add(o, "in_progress", json_object_new_boolean(
-        awaiting > 0 || forward_pending(a->forward) > 0));
+        awaiting > 0 || handoffs > 0));
     return o;
 }
 

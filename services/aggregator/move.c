@@ -13,9 +13,6 @@
 #include "metric.h"
 #include "xalloc.h"
 
-/* A handoff message is closed past these, well under the codec's limits. */
-#define MOVE_CHUNK_BYTES (4u * 1024u * 1024u)
-#define MOVE_CHUNK_ENTRIES 65536u
 #define MOVE_ORIGIN_MAX 32
 #define MOVE_KEY_TAG "handoff"
 
@@ -115,7 +112,6 @@ move_install(struct move *m, struct slotmap *next, uint8_t *leaving)
 struct move_keys {
     const uint8_t *leaving;
     struct codec_dedup_key *keys;
-    uint16_t *slots;
     size_t count, cap;
 };
 
@@ -130,117 +126,75 @@ move_collect_key(void *ctx, const uint8_t *key, int64_t created_us)
     if (k->count == k->cap) {
         k->cap = k->cap ? k->cap * 2 : 64;
         k->keys = xrealloc(k->keys, k->cap * sizeof(*k->keys));
-        k->slots = xrealloc(k->slots, k->cap * sizeof(*k->slots));
     }
     memcpy(k->keys[k->count].key, key, CODEC_KEY_SIZE);
     k->keys[k->count].created_us = created_us;
-    k->slots[k->count] = slot;
     k->count++;
 }
 
-/* One HANDOFF message in the making, to TARGET. */
-struct move_chunk {
-    struct move *m;
-    struct forward *fwd;
-    uint32_t target;
-    uint32_t index;             /* chunks made for TARGET */
-    int64_t now_us;
-    uint8_t key[CODEC_KEY_SIZE];   /* of the open message's sub-batch */
-    struct buf_writer out;
-    struct codec_encoder enc;
-    size_t entries;
-    int open;
-};
-
+/* The HANDOFF message of SLOT to TARGET: the slot's live metrics (TAKEN,
+ * N of them) and its batch keys (KEYS, K of them, possibly none), in one
+ * sub-batch keyed by (this instance, map version, target, slot), so a
+ * replay makes the same key and the new owner takes each slot once. */
 static void
-move_chunk_open(struct move_chunk *c)
+move_slot_handoff(struct move *m, struct forward *fwd, uint32_t target,
+                  uint16_t slot, const struct store_taken *taken, size_t n,
+                  const struct codec_dedup_key *keys, size_t k,
+                  int64_t now_us)
 {
     struct codec_subbatch sb;
+    struct codec_encoder enc;
+    struct buf_writer out, blob;
     char origin[MOVE_ORIGIN_MAX];
     uint8_t seed[sizeof(MOVE_KEY_TAG) + 3 * sizeof(uint64_t)];
-    uint64_t parts[3] = {c->m->self, c->m->map->version,
-                         (uint64_t)c->target << 32 | c->index};
-    size_t n = sizeof(MOVE_KEY_TAG);
+    uint64_t parts[3] = {m->self, m->map->version,
+                         (uint64_t)target << 32 | slot};
+    size_t len = sizeof(MOVE_KEY_TAG), sent = 0;
+    uint8_t *data;
 
     memcpy(seed, MOVE_KEY_TAG, sizeof(MOVE_KEY_TAG));
     for (int p = 0; p < 3; p++)
         for (int i = 0; i < 8; i++)
-            seed[n++] = (uint8_t)(parts[p] >> (8 * i));
+            seed[len++] = (uint8_t)(parts[p] >> (8 * i));
     memset(&sb, 0, sizeof(sb));
-    hash_128_bytes(hash_128(seed, n), sb.dedup_key);
-    memcpy(c->key, sb.dedup_key, CODEC_KEY_SIZE);
+    hash_128_bytes(hash_128(seed, len), sb.dedup_key);
     sb.flags = CODEC_SB_HANDOFF | CODEC_SB_FORWARDED;
-    snprintf(origin, sizeof(origin), "agg-%u", c->m->self);
+    snprintf(origin, sizeof(origin), "agg-%u", m->self);
     sb.origin = origin;
     sb.origin_len = strlen(origin);
-    sb.map_version = c->m->map->version;
-    sb.created_us = c->now_us;
-    buf_writer_create(&c->out, 4096);
-    codec_message_begin(&c->enc, &c->out);
-    if (codec_subbatch_begin(&c->enc, &sb) != 0)
+    sb.map_version = m->map->version;
+    sb.created_us = now_us;
+    buf_writer_create(&out, 4096);
+    buf_writer_create(&blob, 1024);
+    codec_message_begin(&enc, &out);
+    if (codec_subbatch_begin(&enc, &sb) != 0)
         abort();                /* every field above is in range */
-    c->entries = 0;
-    c->open = 1;
-}
-
-static void
-move_chunk_close(struct move_chunk *c)
-{
-    uint8_t *data;
-    size_t len;
-
-    if (!c->open)
-        return;
-    c->open = 0;
-    if (codec_subbatch_end(&c->enc) != 0 || codec_message_end(&c->enc) != 0) {
-        log_error("handoff to instance %u: %s", c->target, c->enc.err);
-        buf_writer_destroy(&c->out);
-        return;
+    for (size_t i = 0; i < n; i++) {
+        buf_writer_reset(&blob);
+        metric_encode(taken[i].metric, &blob);
+        if (codec_put_metric_state(&enc, slot, metric_type(taken[i].metric),
+                                   taken[i].generation, taken[i].name,
+                                   taken[i].name_len, blob.data,
+                                   blob.len) != 0)
+            log_error("handoff of %s to instance %u: %s (lost)",
+                      taken[i].name, target, enc.err);
+        else
+            sent++;
     }
-    data = buf_writer_release(&c->out, &len);
-    forward_add(c->fwd, c->target, c->key, data, len);
-    c->m->stats.handoffs_sent++;
-    c->index++;
-}
-
-/* Starts a new message when the open one is full. */
-static void
-move_chunk_room(struct move_chunk *c)
-{
-    if (c->open && (c->out.len >= MOVE_CHUNK_BYTES
-                    || c->entries >= MOVE_CHUNK_ENTRIES))
-        move_chunk_close(c);
-    if (!c->open)
-        move_chunk_open(c);
-}
-
-static void
-move_chunk_metric(struct move_chunk *c, const struct store_taken *t)
-{
-    int rc;
-
-    move_chunk_room(c);
-    if (t->metric != NULL) {
-        struct buf_writer blob;
-
-        buf_writer_create(&blob, 1024);
-        metric_encode(t->metric, &blob);
-        rc = codec_put_metric_state(&c->enc, t->slot,
-                                    metric_type(t->metric), t->generation,
-                                    t->name, t->name_len, blob.data,
-                                    blob.len);
-        buf_writer_destroy(&blob);
-        c->m->stats.metrics_sent += rc == 0;
+    /* Last, and always, even empty: it tells the new owner the slot's
+     * batch keys are all there. */
+    if (codec_put_dedup_keys(&enc, slot, keys, k) != 0
+        || codec_subbatch_end(&enc) != 0 || codec_message_end(&enc) != 0) {
+        log_error("handoff of slot %u to instance %u: %s", slot, target,
+                  enc.err);
+        buf_writer_destroy(&out);
     } else {
-        /* A deleted metric: its generation moves as a tombstone. */
-        rc = codec_put_tombstone(&c->enc, t->slot, CODEC_TYPE_ANY,
-                                 t->generation - 1, t->name, t->name_len,
-                                 t->deleted_us);
+        data = buf_writer_release(&out, &len);
+        forward_add(fwd, target, sb.dedup_key, data, len);
+        m->stats.handoffs_sent++;
+        m->stats.metrics_sent += sent;
     }
-    if (rc != 0)
-        log_error("handoff of %s to instance %u: %s", t->name, c->target,
-                  c->enc.err);
-    c->entries++;
+    buf_writer_destroy(&blob);
 }
 
 static int
@@ -256,8 +210,13 @@ move_taken_compare(const void *a, const void *b)
 static int
 move_key_compare(const void *a, const void *b)
 {
-    return memcmp(((const struct codec_dedup_key *)a)->key,
-                  ((const struct codec_dedup_key *)b)->key, CODEC_KEY_SIZE);
+    const struct codec_dedup_key *x = a, *y = b;
+    uint16_t sx = slotmap_slot((const char *)x->key, CODEC_KEY_SIZE);
+    uint16_t sy = slotmap_slot((const char *)y->key, CODEC_KEY_SIZE);
+
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    return memcmp(x->key, y->key, CODEC_KEY_SIZE);
 }
 
 void
@@ -265,57 +224,57 @@ move_handoff(struct move *m, struct store *store,
              const struct dedup *batches, struct forward *fwd,
              const uint8_t *leaving, int64_t now_us)
 {
-    struct store_taken *taken;
-    size_t n = store_take_slots(store, leaving, &taken);
-    struct move_keys keys = {leaving, NULL, NULL, 0, 0};
-    struct codec_dedup_key *slot_keys;
+    struct store_taken *taken, *live;
+    size_t n = store_take_slots(store, leaving, &taken), live_n = 0;
+    struct move_keys keys = {leaving, NULL, 0, 0};
+    size_t t = 0, k = 0;
 
-    if (n > 1)
-        qsort(taken, n, sizeof(*taken), move_taken_compare);
+    /* Deleted metrics stay behind: a generation is not a state to merge,
+     * and a tombstone would delete what the new owner holds by now. */
+    live = xmalloc((n + 1) * sizeof(*live));
+    for (size_t i = 0; i < n; i++)
+        if (taken[i].metric != NULL)
+            live[live_n++] = taken[i];
+    if (live_n > 1)
+        qsort(live, live_n, sizeof(*live), move_taken_compare);
     dedup_each(batches, move_collect_key, &keys);
-    slot_keys = xmalloc((keys.count + 1) * sizeof(*slot_keys));
-    for (uint32_t target = 0; target < m->map->instances; target++) {
-        struct move_chunk c;
-        size_t t = 0;
+    if (keys.count > 1)
+        qsort(keys.keys, keys.count, sizeof(*keys.keys), move_key_compare);
+    for (uint32_t s = 0; s < SLOTMAP_SLOTS; s++) {
+        size_t t0, k0;
 
-        memset(&c, 0, sizeof(c));
-        c.m = m;
-        c.fwd = fwd;
-        c.target = target;
-        c.now_us = now_us;
-        for (uint32_t s = 0; s < SLOTMAP_SLOTS; s++) {
-            size_t k = 0;
-
-            if (!leaving[s] || slotmap_owner(m->map, (uint16_t)s) != target)
-                continue;
-            while (t < n && taken[t].slot < s)
-                t++;
-            for (; t < n && taken[t].slot == s; t++)
-                if (taken[t].metric != NULL || taken[t].generation > 0)
-                    move_chunk_metric(&c, &taken[t]);
-            for (size_t i = 0; i < keys.count; i++)
-                if (keys.slots[i] == s)
-                    slot_keys[k++] = keys.keys[i];
-            if (k > 1)
-                qsort(slot_keys, k, sizeof(*slot_keys), move_key_compare);
-            /* Always sent, even empty: it tells the new owner the slot's
-             * batch keys are all there. */
-            move_chunk_room(&c);
-            if (codec_put_dedup_keys(&c.enc, (uint16_t)s, slot_keys, k) != 0)
-                log_error("handoff keys of slot %u: %s", s, c.enc.err);
-            c.entries++;
-        }
-        move_chunk_close(&c);
+        if (!leaving[s])
+            continue;
+        while (t < live_n && live[t].slot < s)
+            t++;
+        for (t0 = t; t < live_n && live[t].slot == s; t++)
+            ;
+        while (k < keys.count
+               && slotmap_slot((const char *)keys.keys[k].key,
+                               CODEC_KEY_SIZE) < s)
+            k++;
+        for (k0 = k; k < keys.count
+                     && slotmap_slot((const char *)keys.keys[k].key,
+                                     CODEC_KEY_SIZE) == s; k++)
+            ;
+        move_slot_handoff(m, fwd, slotmap_owner(m->map, (uint16_t)s),
+                          (uint16_t)s, live + t0, t - t0, keys.keys + k0,
+                          k - k0, now_us);
     }
-    free(slot_keys);
+    free(live);
     free(keys.keys);
-    free(keys.slots);
     store_taken_free(taken, n);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Waiting slots and parked batches                                        */
 /* ---------------------------------------------------------------------- */
+
+uint64_t
+move_received_version(const struct move *m, uint16_t slot)
+{
+    return m->received[slot];
+}
 
 int
 move_awaiting(const struct move *m, uint16_t slot)

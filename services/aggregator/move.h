@@ -78,6 +78,8 @@ void move_handoff(struct move *m, struct store *store,
 
 /* 1 while SLOT waits for its old owner's batch keys. */
 int move_awaiting(const struct move *m, uint16_t slot);
+/* The map version of the last handoff SLOT received (0: none). */
+uint64_t move_received_version(const struct move *m, uint16_t slot);
 /* The batch keys of SLOT arrived with a handoff made under VERSION. */
 void move_received(struct move *m, uint16_t slot, uint64_t version);
 /* Counts a metric merged from a handoff, and a handoff sub-batch. */

@@ -710,9 +710,19 @@ store_merge_metric(struct store *s, const char *name, size_t name_len,
     e = store_find(s, name, name_len, hash);
     if (e == NULL)
         e = store_insert(s, name, name_len, hash, now_us);
+    if (generation < e->generation) {
+        /* deleted here since: the moved state belongs to the old life */
+        metric_destroy(metric);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+    }
     if (e->metric == NULL) {
         e->metric = metric;
         s->stats.metrics++;
+    } else if (generation > e->generation) {
+        /* what this instance holds is of an older life: replaced */
+        metric_destroy(e->metric);
+        e->metric = metric;
     } else if (metric_type(e->metric) != metric_type(metric)) {
         snprintf(reason, len, "type conflict: %s is a %s here, the moved "
                  "state a %s (the moved state is dropped)", e->name,
@@ -721,10 +731,6 @@ store_merge_metric(struct store *s, const char *name, size_t name_len,
         s->stats.type_conflicts++;
         metric_destroy(metric);
         rc = -1;
-    } else if (generation > e->generation) {
-        metric_merge(metric, e->metric);
-        metric_destroy(e->metric);
-        e->metric = metric;
     } else {
         metric_merge(e->metric, metric);
         metric_destroy(metric);

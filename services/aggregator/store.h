@@ -138,10 +138,11 @@ size_t store_take_slots(struct store *s, const uint8_t *leaving,
                         struct store_taken **out);
 void store_taken_free(struct store_taken *t, size_t count);
 
-/* Merges a metric shipped by its old owner (METRIC, taken) into the
- * store: a new entry, or merged with what this instance applied since
- * the move began; the newer generation wins. Every bucket is rewritten
- * at the next flush. A metric of another type than the one here is
+/* Merges a metric shipped by its old owner (METRIC of GENERATION, taken)
+ * into the store: a new entry, or merged with what this instance applied
+ * since the move began. A newer generation replaces, an older one is
+ * dropped (a delete came in between). Every bucket is rewritten at the
+ * next flush. A moved state of another type than the one here is
  * dropped: 0, or -1 with the reason. */
 int store_merge_metric(struct store *s, const char *name, size_t name_len,
                        uint64_t generation, struct metric *metric,

@@ -42,6 +42,7 @@
 #define FRONTEND_ERR_INSTANCE 1202       /* an owner did not answer */
 #define FRONTEND_ERR_TOO_MANY_EVENTS 1203
 #define FRONTEND_ERR_MAP 1204            /* a reshard's map not queued */
+#define FRONTEND_ERR_MOVING 1205         /* a reshard while slots move */
 #define FRONTEND_ERR_RATE 1107           /* --rate-limit, HTTP 429 */
 
 struct frontend_options {
@@ -162,6 +163,10 @@ void inbox_watch_free(struct inbox_watch *w);
 void inbox_stop(struct inbox *in);
 
 /* ---- query.c: helpers for every method ------------------------------ */
+/* Asks instances 0..M-1 the JSON REQUEST over tally.rpc; returns their
+ * parsed replies (NULL where none came) in a new array of M. */
+json_object **frontend_ask(struct frontend *fe, const char *request,
+                           uint32_t m);
 /* 0, or -1 with CALL answered -32602 when its params hold a member not in
  * ALLOWED (NULL-terminated). */
 int frontend_known_params(struct jsonrpc_call *call,
@@ -170,8 +175,10 @@ int frontend_known_params(struct jsonrpc_call *call,
 /* ---- reshard.c ------------------------------------------------------ */
 /* The map to route by; read it once per request. */
 const struct slotmap *frontend_map(struct frontend *fe);
-/* Takes a newer map from the instances if one has it; 1 if it did. */
-int frontend_map_refresh(struct frontend *fe);
+/* Takes a newer map from the instances if one has it; 1 if it did.
+ * STRICT: only one that every instance of it and of the current map
+ * holds. */
+int frontend_map_refresh(struct frontend *fe, int strict);
 /* Frees every map (at exit). */
 void frontend_maps_free(struct frontend *fe);
 int method_cluster_reshard(struct jsonrpc_call *call, void *ctx);

@@ -401,7 +401,7 @@ frontend_watch_map(struct frontend *fe)
             && (first || now - last_us >= FRONTEND_MAP_REFRESH_US
                 || (hint > frontend_map(fe)->version
                     && now - last_us >= FRONTEND_MAP_RETRY_US))) {
-            frontend_map_refresh(fe);
+            frontend_map_refresh(fe, 1);
             first = 0;
             last_us = now;
         }

@@ -310,37 +310,45 @@ bad_names:
 /* Fan-out: metrics.list and cluster.status                                */
 /* ---------------------------------------------------------------------- */
 
-/* Asks every instance REQUEST; returns the parsed JSON replies (NULL where
- * none came) in a new array of *M entries (the instances of the map), and
- * the silent ones in *UNREACHABLE (a new JSON array). */
-static json_object **
-query_ask_all(struct frontend *fe, json_object *request, uint32_t *count,
-              json_object **unreachable)
+json_object **
+frontend_ask(struct frontend *fe, const char *request, uint32_t m)
 {
-    uint32_t m = frontend_map(fe)->instances;
-    uint32_t *instances = xcalloc(m, sizeof(*instances));
-    char **replies = xcalloc(m, sizeof(*replies));
-    size_t *lens = xcalloc(m, sizeof(*lens));
-    int *binary = xcalloc(m, sizeof(*binary));
-    json_object **parsed = xcalloc(m, sizeof(*parsed));
+    uint32_t *instances = xcalloc(m + 1, sizeof(*instances));
+    char **replies = xcalloc(m + 1, sizeof(*replies));
+    size_t *lens = xcalloc(m + 1, sizeof(*lens));
+    int *binary = xcalloc(m + 1, sizeof(*binary));
+    json_object **parsed = xcalloc(m + 1, sizeof(*parsed));
 
     for (uint32_t i = 0; i < m; i++)
         instances[i] = i;
-    inbox_call(fe->inbox, instances, m,
-               json_object_to_json_string_ext(request, JSON_C_TO_STRING_PLAIN),
-               replies, lens, binary);
-    *unreachable = json_object_new_array();
+    inbox_call(fe->inbox, instances, m, request, replies, lens, binary);
     for (uint32_t i = 0; i < m; i++) {
         if (replies[i] != NULL && !binary[i])
             parsed[i] = daemon_parse_json(replies[i], lens[i]);
-        if (parsed[i] == NULL)
-            json_object_array_add(*unreachable, json_object_new_int64(i));
         free(replies[i]);
     }
     free(instances);
     free(replies);
     free(lens);
     free(binary);
+    return parsed;
+}
+
+/* Asks every instance of the map REQUEST; returns the replies
+ * (frontend_ask) for its *COUNT instances, and the silent ones in
+ * *UNREACHABLE (a new JSON array). */
+static json_object **
+query_ask_all(struct frontend *fe, json_object *request, uint32_t *count,
+              json_object **unreachable)
+{
+    uint32_t m = frontend_map(fe)->instances;
+    json_object **parsed = frontend_ask(fe, json_object_to_json_string_ext(
+        request, JSON_C_TO_STRING_PLAIN), m);
+
+    *unreachable = json_object_new_array();
+    for (uint32_t i = 0; i < m; i++)
+        if (parsed[i] == NULL)
+            json_object_array_add(*unreachable, json_object_new_int64(i));
     *count = m;
     return parsed;
 }
@@ -457,23 +465,42 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
 {
     struct exchange *x = ctx;
     struct frontend *fe = x->fe;
-    json_object *req = json_object_new_object(), *unreachable, **replies;
+    json_object *unreachable, **replies;
     json_object *result = json_object_new_object();
     json_object *instances = json_object_new_array();
+    json_object *retired = json_object_new_array();
     json_object *self = json_object_new_object();
     const struct slotmap *map = frontend_map(fe);
     int64_t moved = 0;
     int moving = 0;
     uint32_t m;
 
-    json_object_object_add(req, "op", json_object_new_string("status"));
-    replies = query_ask_all(fe, req, &m, &unreachable);
-    json_object_put(req);
+    /* Instances past the map (removed by a reshard) answer as "retired"
+     * while they run: a move is not over while one still has work. */
+    m = publisher_instances(fe->publisher);
+    if (m < map->instances)
+        m = map->instances;
+    replies = frontend_ask(fe, "{\"op\":\"status\"}", m);
+    unreachable = json_object_new_array();
     for (uint32_t i = 0; i < m; i++) {
         json_object *moves, *o;
 
-        if (replies[i] == NULL)
+        if (replies[i] == NULL) {
+            if (i < map->instances)
+                json_object_array_add(unreachable, json_object_new_int64(i));
             continue;
+        }
+        if (i >= map->instances) {
+            if (json_object_object_get_ex(replies[i], "queue_depth", &o)
+                && json_object_get_int64(o) > 0)
+                moving = 1;
+            if (json_object_object_get_ex(replies[i], "moves", &moves)
+                && json_object_object_get_ex(moves, "in_progress", &o)
+                && json_object_get_boolean(o))
+                moving = 1;
+            json_object_array_add(retired, replies[i]);
+            continue;
+        }
         if (json_object_object_get_ex(replies[i], "moves", &moves)) {
             if (json_object_object_get_ex(moves, "in_progress", &o)
                 && json_object_get_boolean(o))
@@ -506,6 +533,7 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
     json_object_object_add(result, "move_in_progress",
                            json_object_new_boolean(moving));
     json_object_object_add(result, "instances", instances);
+    json_object_object_add(result, "retired", retired);
     json_object_object_add(result, "unreachable", unreachable);
     json_object_object_add(result, "frontend", self);
     jsonrpc_call_result(call, result);

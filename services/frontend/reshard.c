@@ -65,37 +65,41 @@ frontend_maps_free(struct frontend *fe)
     slotmap_destroy(fe->map);
 }
 
-/* The map versions of instances 0..M-1 of MAP into VERSIONS (0 for one
- * that did not answer). */
-static void
-reshard_versions(struct frontend *fe, const struct slotmap *map,
-                 uint64_t *versions)
+/* Asks instances 0..M-1 their status: their map versions into VERSIONS
+ * (0 for one that did not answer); returns 1 if one of them is still
+ * moving slots. */
+static int
+reshard_survey(struct frontend *fe, uint32_t m, uint64_t *versions)
 {
-    uint32_t m = map->instances;
-    uint32_t *instances = xcalloc(m, sizeof(*instances));
-    char **replies = xcalloc(m, sizeof(*replies));
-    size_t *lens = xcalloc(m, sizeof(*lens));
-    int *binary = xcalloc(m, sizeof(*binary));
+    json_object **replies = frontend_ask(fe, "{\"op\":\"status\"}", m);
+    int moving = 0;
 
-    for (uint32_t i = 0; i < m; i++)
-        instances[i] = i;
-    inbox_call(fe->inbox, instances, m, "{\"op\":\"status\"}", replies, lens,
-               binary);
     for (uint32_t i = 0; i < m; i++) {
-        json_object *o = replies[i] != NULL && !binary[i]
-                             ? daemon_parse_json(replies[i], lens[i]) : NULL;
-        json_object *v;
+        json_object *v, *moves;
 
-        versions[i] = o != NULL && json_object_object_get_ex(o, "map_version",
-                                                             &v)
+        versions[i] = replies[i] != NULL
+                              && json_object_object_get_ex(replies[i],
+                                                           "map_version", &v)
                           ? (uint64_t)json_object_get_int64(v) : 0;
-        json_object_put(o);
-        free(replies[i]);
+        if (replies[i] != NULL
+            && json_object_object_get_ex(replies[i], "moves", &moves)
+            && json_object_object_get_ex(moves, "in_progress", &v)
+            && json_object_get_boolean(v))
+            moving = 1;
+        json_object_put(replies[i]);
     }
-    free(instances);
     free(replies);
-    free(lens);
-    free(binary);
+    return moving;
+}
+
+/* Instances to ask: every one a map has named so far. */
+static uint32_t
+reshard_span(struct frontend *fe)
+{
+    uint32_t m = publisher_instances(fe->publisher);
+    uint32_t n = frontend_map(fe)->instances;
+
+    return m > n ? m : n;
 }
 
 /* The map instance I holds, or NULL. */
@@ -123,23 +127,32 @@ reshard_fetch(struct frontend *fe, uint32_t i)
 }
 
 int
-frontend_map_refresh(struct frontend *fe)
+frontend_map_refresh(struct frontend *fe, int strict)
 {
     const struct slotmap *map = frontend_map(fe);
-    uint64_t *versions = xcalloc(map->instances, sizeof(*versions));
-    uint32_t newest = 0;
+    uint32_t m = reshard_span(fe), newest = 0;
+    uint64_t *versions = xcalloc(m, sizeof(*versions));
+    struct slotmap *next = NULL;
     int installed = 0;
 
-    reshard_versions(fe, map, versions);
-    for (uint32_t i = 1; i < map->instances; i++)
+    reshard_survey(fe, m, versions);
+    for (uint32_t i = 1; i < m; i++)
         if (versions[i] > versions[newest])
             newest = i;
-    if (versions[newest] > map->version) {
-        struct slotmap *next = reshard_fetch(fe, newest);
-
-        if (next != NULL)
-            installed = frontend_map_install(fe, next);
+    if (versions[newest] > map->version)
+        next = reshard_fetch(fe, newest);
+    /* STRICT: only a map every instance of it and of ours has: a reshard
+     * cut short in the middle is not followed (its gainers would wait for
+     * handoffs that never come); the next cluster.reshard finishes it. */
+    for (uint32_t i = 0; strict && next != NULL && i < m; i++) {
+        if ((i < map->instances || i < next->instances)
+            && versions[i] < next->version) {
+            slotmap_destroy(next);
+            next = NULL;
+        }
     }
+    if (next != NULL)
+        installed = frontend_map_install(fe, next);
     free(versions);
     return installed;
 }
@@ -219,8 +232,11 @@ reshard_send(struct frontend *fe, const struct slotmap *map,
     pthread_cond_init(&w.done, NULL);
     for (uint32_t i = 0; i < count; i++)
         w.pending += which[i];
-    if (w.pending == 0)
+    if (w.pending == 0) {
+        pthread_cond_destroy(&w.done);
+        pthread_mutex_destroy(&w.lock);
         return 0;
+    }
     for (uint32_t i = 0; i < count; i++) {
         uint8_t *data;
 
@@ -280,10 +296,10 @@ method_cluster_reshard(struct jsonrpc_call *call, void *ctx)
     const struct slotmap *current;
     struct slotmap *next;
     uint64_t *versions;
-    uint8_t *gainers, *others;
+    uint8_t *gainers, *others, *behind;
     uint32_t n, span;
     char reason[PUBLISHER_REASON_MAX];
-    int rc = 0, unchanged;
+    int rc, unchanged, moving;
 
     if (jsonrpc_params_object(call) != 0
         || frontend_known_params(call, allowed) != 0)
@@ -300,19 +316,55 @@ method_cluster_reshard(struct jsonrpc_call *call, void *ctx)
     pthread_mutex_lock(&fe->reshard_lock);
     /* Start from the newest map any instance holds: a reshard cut short
      * is finished by the next one. */
-    frontend_map_refresh(fe);
+    frontend_map_refresh(fe, 0);
     current = frontend_map(fe);
+    span = reshard_span(fe);
+    versions = xcalloc(span, sizeof(*versions));
+    moving = reshard_survey(fe, span, versions);
+    behind = xcalloc(span, 1);
+    for (uint32_t i = 0; i < current->instances; i++)
+        if (versions[i] < current->version) {
+            behind[i] = 1;
+            moving = 1;
+        }
+    /* An instance still on an older map gets the current one first. */
+    rc = reshard_send(fe, current, behind, span, reason, sizeof(reason));
+    for (uint32_t i = 0; i < current->instances && rc == 0; i++) {
+        if (versions[i] == 0) {     /* no answer: it could not move */
+            snprintf(reason, sizeof(reason), "instance %u did not answer "
+                     "within %ld ms", i, fe->opts.rpc_timeout_ms);
+            jsonrpc_call_error(call, FRONTEND_ERR_INSTANCE,
+                               "Instance unavailable",
+                               json_object_new_string(reason));
+            rc = 1;
+        }
+    }
+    if (rc != 0 || moving) {
+        if (rc < 0)
+            reshard_fail(call, reason);
+        else if (rc == 0)
+            jsonrpc_call_error(call, FRONTEND_ERR_MOVING,
+                               "Move in progress; retry",
+                               json_object_new_string(
+                                   "slots of an earlier reshard are still "
+                                   "moving; retry once cluster.status "
+                                   "shows move_in_progress false"));
+        pthread_mutex_unlock(&fe->reshard_lock);
+        free(versions);
+        free(behind);
+        return JSONRPC_DONE;
+    }
+    free(behind);
     next = slotmap_rebalance(current, n);
     if (next == NULL) {
         pthread_mutex_unlock(&fe->reshard_lock);
+        free(versions);
         jsonrpc_call_invalid_params(call, "no map can follow the current "
                                     "one (its version is at the limit)");
         return JSONRPC_DONE;
     }
-    span = next->instances > current->instances ? next->instances
-                                                : current->instances;
-    versions = xcalloc(current->instances, sizeof(*versions));
-    reshard_versions(fe, current, versions);
+    if (next->instances > span)
+        span = next->instances;
     gainers = xcalloc(span, 1);
     others = xcalloc(span, 1);
     for (uint32_t s = 0; s < SLOTMAP_SLOTS; s++) {
@@ -324,22 +376,12 @@ method_cluster_reshard(struct jsonrpc_call *call, void *ctx)
     for (uint32_t i = 0; i < span; i++)
         others[i] = !gainers[i];
     publisher_set_instances(fe->publisher, span);
-    /* An instance still on an older map gets the current one first. */
-    {
-        uint8_t *behind = xcalloc(current->instances, 1);
-
-        for (uint32_t i = 0; i < current->instances; i++)
-            behind[i] = versions[i] < current->version;
-        rc = reshard_send(fe, current, behind, current->instances, reason,
-                          sizeof(reason));
-        free(behind);
-    }
     /* The gaining instances install the map before anyone hands them a
      * slot (schema/resharding.md, "Order"). When nothing moves, the map
      * stays as it is. */
     unchanged = next->instances == current->instances
                 && slotmap_moved(current, next) == 0;
-    if (rc == 0 && !unchanged)
+    if (!unchanged)
         rc = reshard_send(fe, next, gainers, span, reason, sizeof(reason));
     if (rc == 0 && !unchanged)
         rc = reshard_send(fe, next, others, span, reason, sizeof(reason));

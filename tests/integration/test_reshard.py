@@ -229,8 +229,8 @@ def test_batch_retried_after_a_move(env):
 def test_batch_retried_during_a_move(env):
     """Retries that reach a slot's new owner before the old owner's batch
     keys do are parked until the keys come, then counted once: the old
-    owner (instance 0) dies right after installing the map, before its
-    handoffs go out, and the retries come while it is down."""
+    owner (instance 0) dies as the map reaches it, before its handoffs
+    are made, and the retries come while it is down."""
     cluster = env.cluster
     metrics = ['park.c%02d' % i for i in range(METRICS)]
     ids = [str(uuid.uuid4()) for _ in range(BATCHES)]
@@ -238,12 +238,12 @@ def test_batch_retried_during_a_move(env):
         record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
     totals(env, metrics, BATCHES, BATCHES)
     cluster.stop_aggregator(0)
-    cluster.start_aggregator(0, env={'TALLY_CRASH_AT': 'map-installed:1'})
+    cluster.start_aggregator(0, env={'TALLY_CRASH_AT': 'map-received:1'})
     cluster.start_aggregator(2)
     rpc_result(cluster.frontend_url(0), 'cluster.reshard', {'instances': 3})
     d = cluster.aggregators[0]
     eventually(lambda: (not d.running(), None), CRASH_WAIT_S,
-               'instance 0 to die with the map installed')
+               'instance 0 to die as the map reaches it')
     d.kill()
     for b in ids:       # frontend 0 made the reshard: it routes by the map
         record_counters(cluster.frontend_url(0), metrics, 1, batch=b)
