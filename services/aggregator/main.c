@@ -1104,9 +1104,11 @@ agg_ready(void *ctx, char *why, size_t whylen)
 {
     struct aggregator *a = ctx;
 
-    if (a->ready)
+    if (a->ready && publisher_ready(a->forwarder))
         return 1;
-    if (a->replaying)
+    if (a->ready)       /* its rejections and announcements would wait */
+        snprintf(why, whylen, "the forwarder is not connected to RabbitMQ");
+    else if (a->replaying)
         snprintf(why, whylen, "replaying the write-ahead log");
     else if (a->log_failing)
         snprintf(why, whylen, "write-ahead log failing: %s", a->log_failure);
