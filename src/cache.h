@@ -15,6 +15,11 @@
  * Consistent hashing (ketama) over the server list, auto-eject off, short
  * timeouts. A struct cache is thread-safe: it holds a pool of connections
  * and each call borrows one.
+ *
+ * The *_many calls take the keys of many metrics at once: they group the
+ * keys by the server that holds each metric and make one multi-get per
+ * server (CACHE_MGET_KEYS_MAX keys at most), instead of a round trip per
+ * key.
  */
 #ifndef TALLY_CACHE_H
 #define TALLY_CACHE_H
@@ -29,6 +34,7 @@
 #define CACHE_POOL_MAX 16            /* connections per struct cache */
 #define CACHE_TIMEOUT_MS_DEFAULT 250 /* connect, send and receive */
 #define CACHE_TIMEOUT_MS_MAX 60000
+#define CACHE_MGET_KEYS_MAX 1024     /* keys per multi-get request */
 
 struct cache;
 
@@ -62,16 +68,50 @@ int cache_mget(struct cache *c, const char *name, size_t name_len,
                const char *const *keys, const size_t *key_lens, size_t n,
                cache_found_fn found, void *ctx, char *err, size_t errlen);
 
+/* cache_mget for keys of many metrics: KEYS[i] (KEY_LENS[i] bytes) is a key
+ * of metric NAMES[i] (NAME_LENS[i] bytes); all borrowed. One multi-get per
+ * server that holds any of them. FOUND gets the index of each key present,
+ * as with cache_mget. 0, or -1 with the reason of the first failure in ERR
+ * when a server cannot be reached or answers with an error: the keys of
+ * the other servers are still reported. */
+int cache_mget_many(struct cache *c, const char *const *names,
+                    const size_t *name_lens, const char *const *keys,
+                    const size_t *key_lens, size_t n, cache_found_fn found,
+                    void *ctx, char *err, size_t errlen);
+
 /* Forward-only write of VALUE (LEN bytes, starting with a valid cache
- * header; borrowed) under KEY of metric NAME: `add` when nothing is
- * stored, else `gets`, codec_cache_header_may_replace, `cas`, retried a
- * few times when the CAS races another writer. A stored value whose
- * header cannot be decoded is replaced. Returns 1 when written, 0 when the
- * stored value is as new or newer (nothing written), -1 with a reason in
- * ERR on a server error or an invalid VALUE header. EXPIRE_S is the
- * memcached expiry (0 = none). */
+ * header; borrowed) under KEY of metric NAME: `gets`, then `add` when
+ * nothing is stored, else codec_cache_header_may_replace and `cas`,
+ * retried a few times when that races another writer (cache_put_many of
+ * one write). A stored value whose header cannot be decoded is replaced.
+ * Returns 1 when written, 0 when the stored value is as new or newer
+ * (nothing written), -1 with a reason in ERR on a server error or an
+ * invalid VALUE header. EXPIRE_S is the memcached expiry (0 = none). */
 int cache_put(struct cache *c, const char *name, size_t name_len,
               const char *key, size_t key_len, const uint8_t *value,
               size_t len, uint32_t expire_s, char *err, size_t errlen);
+
+/* One write of cache_put_many: the arguments of a cache_put (all borrowed)
+ * and its outcome. */
+struct cache_write {
+    const char *name;
+    size_t name_len;
+    const char *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t len;
+    uint32_t expire_s;
+    int status;                  /* out: as cache_put returns */
+};
+
+/* cache_put of each of the N writes W[i], with the same forward-only rule
+ * and outcomes (W[i].status), in a few round trips per server whatever N:
+ * a multi-get (`gets`) of the keys, then every `add` or `cas` the rule
+ * allows sent without waiting for answers (noreply), then a multi-get
+ * again, which shows which writes took; those that lost a race go again,
+ * a few rounds at most. 0 when no write failed, else -1 with the reason of
+ * the first failure in ERR. */
+int cache_put_many(struct cache *c, struct cache_write *w, size_t n,
+                   char *err, size_t errlen);
 
 #endif

@@ -14,6 +14,10 @@
  *               down or silent: -1 with the reason, quickly
  *   group key   every key of a metric sits on the metric's one server
  *   threads     concurrent writers leave the highest sequence stored
+ *   many        cache_mget_many and cache_put_many over metrics on both
+ *               servers: the same servers as the one-metric calls, the
+ *               same forward-only outcomes per write, more keys than one
+ *               multi-get takes, a server down, concurrent batches
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -68,6 +72,11 @@
 #define GROUP_METRICS 20
 #define BUCKETS_PER_METRIC 3
 #define HEX_LEN 32                   /* hex digits of hash_128 */
+#define MANY_METRICS 300
+#define MANY_KEYS_PER_METRIC 2       /* the open key and one bucket */
+#define BIG_BATCH 1500               /* more than CACHE_MGET_KEYS_MAX */
+#define BATCH_KEYS 10                /* keys of the concurrent batches */
+#define BATCH_ROUNDS 20
 #define TEXT_MAX 128                 /* server lists, dirs, names */
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -896,6 +905,495 @@ test_concurrent_writers(void **state)
     cache_destroy(c);
 }
 
+/* ---- many metrics at once ------------------------------------------- */
+
+/* Names, keys and values of a batch: COUNT writes, write i of metric
+ * "PREFIX.<i / keys_per_metric>", key open or bucket. */
+struct batch {
+    size_t count;
+    char (*names)[TEXT_MAX];
+    char (*keys)[CACHE_KEY_MAX];
+    const char **name_ptrs;
+    const char **key_ptrs;
+    size_t *name_lens;
+    size_t *key_lens;
+    struct buf_writer *values;
+    struct cache_write *writes;
+};
+
+static void
+batch_create(struct batch *b, const char *prefix, size_t metrics,
+             size_t keys_per_metric)
+{
+    b->count = metrics * keys_per_metric;
+    b->names = calloc(b->count, sizeof(*b->names));
+    b->keys = calloc(b->count, sizeof(*b->keys));
+    b->name_ptrs = calloc(b->count, sizeof(*b->name_ptrs));
+    b->key_ptrs = calloc(b->count, sizeof(*b->key_ptrs));
+    b->name_lens = calloc(b->count, sizeof(*b->name_lens));
+    b->key_lens = calloc(b->count, sizeof(*b->key_lens));
+    b->values = calloc(b->count, sizeof(*b->values));
+    b->writes = calloc(b->count, sizeof(*b->writes));
+    assert_non_null(b->writes);
+    for (size_t i = 0; i < b->count; i++) {
+        snprintf(b->names[i], TEXT_MAX, "%s.%zu", prefix, i / keys_per_metric);
+        b->name_lens[i] = strlen(b->names[i]);
+        if (i % keys_per_metric == 0)
+            b->key_lens[i] = cache_key_open(b->keys[i], b->names[i],
+                                            b->name_lens[i]);
+        else
+            b->key_lens[i] = cache_key_bucket(b->keys[i], b->names[i],
+                                              b->name_lens[i], 1, RING_10S,
+                                              10 * (int64_t)(i %
+                                                             keys_per_metric));
+        b->name_ptrs[i] = b->names[i];
+        b->key_ptrs[i] = b->keys[i];
+    }
+}
+
+/* Sets write I to (GENERATION, SEQUENCE, BODY). */
+static void
+batch_set(struct batch *b, size_t i, uint64_t generation, uint64_t sequence,
+          const char *body)
+{
+    if (b->values[i].data != NULL)
+        buf_writer_destroy(&b->values[i]);
+    make_value(&b->values[i], generation, sequence, body);
+    b->writes[i] = (struct cache_write){
+        .name = b->names[i], .name_len = b->name_lens[i],
+        .key = b->keys[i], .key_len = b->key_lens[i],
+        .value = b->values[i].data, .len = b->values[i].len,
+        .status = 7,         /* must be overwritten */
+    };
+}
+
+static void
+batch_destroy(struct batch *b)
+{
+    for (size_t i = 0; i < b->count; i++)
+        if (b->values[i].data != NULL)
+            buf_writer_destroy(&b->values[i]);
+    free(b->names);
+    free(b->keys);
+    free(b->name_ptrs);
+    free(b->key_ptrs);
+    free(b->name_lens);
+    free(b->key_lens);
+    free(b->values);
+    free(b->writes);
+}
+
+/* Which indexes cache_mget_many reported, and their values' sequences. */
+struct index_log {
+    size_t count;
+    size_t *times;             /* per index: how often reported */
+    uint64_t *sequence;        /* per index: of the value */
+};
+
+static void
+log_index(void *ctx, size_t index, const uint8_t *value, size_t len)
+{
+    struct index_log *log = ctx;
+    struct codec_cache_header h;
+    struct buf_reader r;
+
+    buf_reader_init(&r, value, len);
+    assert_int_equal(codec_cache_header_decode(&r, &h, NULL, 0), 0);
+    log->times[index]++;
+    log->sequence[index] = h.sequence;
+    log->count++;
+}
+
+static void
+index_log_create(struct index_log *log, size_t n)
+{
+    log->count = 0;
+    log->times = calloc(n, sizeof(*log->times));
+    log->sequence = calloc(n, sizeof(*log->sequence));
+    assert_non_null(log->sequence);
+}
+
+static void
+index_log_destroy(struct index_log *log)
+{
+    free(log->times);
+    free(log->sequence);
+}
+
+static void
+test_many_across_servers(void **state)
+{
+    struct cache *c = cache_on(0, SERVER_COUNT);
+    memcached_st *direct[SERVER_COUNT];
+    size_t metrics_on[SERVER_COUNT] = { 0 };
+    char err[CACHE_ERR_MAX] = "", body[VALUE_MAX];
+    struct index_log log;
+    struct batch b;
+
+    (void)state;
+    batch_create(&b, "test.many", MANY_METRICS, MANY_KEYS_PER_METRIC);
+    for (size_t i = 0; i < b.count; i++) {
+        snprintf(body, sizeof(body), "value %zu", i);
+        batch_set(&b, i, 1, 10 + i, body);
+    }
+    assert_int_equal(cache_put_many(c, b.writes, b.count, err, sizeof(err)),
+                     0);
+    assert_string_equal(err, "");
+    for (size_t i = 0; i < b.count; i++)
+        assert_int_equal(b.writes[i].status, 1);
+
+    /* Each value where the one-metric calls look for it, and each metric
+     * whole on one server: the batch picked the servers they pick. */
+    for (size_t s = 0; s < SERVER_COUNT; s++)
+        direct[s] = direct_client(&servers[s]);
+    for (size_t i = 0; i < b.count; i++) {
+        snprintf(body, sizeof(body), "value %zu", i);
+        assert_stored(c, b.names[i], b.keys[i], 1, 10 + i, body);
+    }
+    for (size_t i = 0; i < b.count; i += MANY_KEYS_PER_METRIC) {
+        for (size_t s = 0; s < SERVER_COUNT; s++) {
+            int held = 0;
+
+            for (size_t k = 0; k < MANY_KEYS_PER_METRIC; k++)
+                held += direct_has(direct[s], b.keys[i + k]);
+            assert_true(held == 0 || held == MANY_KEYS_PER_METRIC);
+            metrics_on[s] += held != 0;
+        }
+    }
+    for (size_t s = 0; s < SERVER_COUNT; s++) {
+        assert_true(metrics_on[s] > 0);
+        memcached_free(direct[s]);
+    }
+    assert_int_equal(metrics_on[0] + metrics_on[1], MANY_METRICS);
+
+    /* Writing the same values again: all refused, nothing changes. */
+    assert_int_equal(cache_put_many(c, b.writes, b.count, err, sizeof(err)),
+                     0);
+    for (size_t i = 0; i < b.count; i++)
+        assert_int_equal(b.writes[i].status, 0);
+
+    /* One multi-get per server finds every key at its index. */
+    index_log_create(&log, b.count);
+    assert_int_equal(cache_mget_many(c, b.name_ptrs, b.name_lens, b.key_ptrs,
+                                     b.key_lens, b.count, log_index, &log,
+                                     err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(log.count, b.count);
+    for (size_t i = 0; i < b.count; i++) {
+        assert_int_equal(log.times[i], 1);
+        assert_int_equal(log.sequence[i], 10 + i);
+    }
+    assert_int_equal(cache_mget_many(c, b.name_ptrs, b.name_lens, b.key_ptrs,
+                                     b.key_lens, 0, log_index, &log, err,
+                                     sizeof(err)), 0);
+    assert_int_equal(log.count, b.count);
+    index_log_destroy(&log);
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
+static void
+test_mget_many_absent_and_twice(void **state)
+{
+    struct cache *c = cache_on(0, SERVER_COUNT);
+    char err[CACHE_ERR_MAX] = "";
+    const char *names[5], *keys[5];
+    size_t name_lens[5], key_lens[5];
+    struct index_log log;
+    struct batch b;
+
+    (void)state;
+    batch_create(&b, "test.many_absent", 3, 1);
+    batch_set(&b, 0, 1, 100, "zero");
+    batch_set(&b, 2, 1, 102, "two");
+    assert_int_equal(cache_put_many(c, b.writes, 1, err, sizeof(err)), 0);
+    assert_int_equal(cache_put_many(c, &b.writes[2], 1, err, sizeof(err)), 0);
+    /* Asked: 0, 1 (absent), 2, 0 again, 1 again. */
+    for (size_t k = 0; k < 5; k++) {
+        size_t i = k % 3;
+
+        names[k] = b.names[i];
+        name_lens[k] = b.name_lens[i];
+        keys[k] = b.keys[i];
+        key_lens[k] = b.key_lens[i];
+    }
+    index_log_create(&log, 5);
+    assert_int_equal(cache_mget_many(c, names, name_lens, keys, key_lens, 5,
+                                     log_index, &log, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(log.count, 3);
+    assert_int_equal(log.times[0], 1);
+    assert_int_equal(log.sequence[0], 100);
+    assert_int_equal(log.times[1], 0);
+    assert_int_equal(log.times[2], 1);
+    assert_int_equal(log.sequence[2], 102);
+    assert_int_equal(log.times[3], 1);
+    assert_int_equal(log.sequence[3], 100);
+    assert_int_equal(log.times[4], 0);
+    index_log_destroy(&log);
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
+/* The outcomes of cache_put in one batch: each write as if alone. */
+static void
+test_put_many_forward_only(void **state)
+{
+    enum { NEWER, SAME, LOWER, OLD_GEN, NEW_GEN, ABSENT, GARBAGE, INVALID,
+           WRITES };
+    struct cache *c = cache_on(0, SERVER_COUNT);
+    memcached_st *direct[SERVER_COUNT];
+    char err[CACHE_ERR_MAX] = "", expect[CACHE_ERR_MAX];
+    const char *garbage = "not a cache value, but long enough for a header";
+    struct batch b;
+
+    (void)state;
+    batch_create(&b, "test.many_forward", WRITES, 1);
+    for (size_t i = 0; i < WRITES; i++)
+        if (i != ABSENT && i != GARBAGE)
+            assert_int_equal(put_value(c, b.names[i], b.keys[i], 3, 6,
+                                       "stored", err), 1);
+    for (size_t s = 0; s < SERVER_COUNT; s++) {
+        direct[s] = direct_client(&servers[s]);
+        /* Planted on both servers: the metric's own one holds it. */
+        assert_int_equal(memcached_set(direct[s], b.keys[GARBAGE],
+                                       b.key_lens[GARBAGE], garbage,
+                                       strlen(garbage), 0, 0),
+                         MEMCACHED_SUCCESS);
+    }
+    batch_set(&b, NEWER, 3, 7, "newer");
+    batch_set(&b, SAME, 3, 6, "same again");
+    batch_set(&b, LOWER, 3, 2, "lower");
+    batch_set(&b, OLD_GEN, 2, UINT64_MAX, "old gen");
+    batch_set(&b, NEW_GEN, 4, 1, "new gen");
+    batch_set(&b, ABSENT, 1, 1, "first");
+    batch_set(&b, GARBAGE, 1, 1, "good");
+    batch_set(&b, INVALID, 3, 9, "invalid");
+    b.values[INVALID].data[2] = 2;   /* version */
+
+    assert_int_equal(cache_put_many(c, b.writes, WRITES, err, sizeof(err)),
+                     -1);
+    snprintf(expect, sizeof(expect),
+             "cache value for %s: unsupported cache version 2",
+             b.keys[INVALID]);
+    assert_string_equal(err, expect);
+    assert_int_equal(b.writes[NEWER].status, 1);
+    assert_int_equal(b.writes[SAME].status, 0);
+    assert_int_equal(b.writes[LOWER].status, 0);
+    assert_int_equal(b.writes[OLD_GEN].status, 0);
+    assert_int_equal(b.writes[NEW_GEN].status, 1);
+    assert_int_equal(b.writes[ABSENT].status, 1);
+    assert_int_equal(b.writes[GARBAGE].status, 1);
+    assert_int_equal(b.writes[INVALID].status, -1);
+    assert_stored(c, b.names[NEWER], b.keys[NEWER], 3, 7, "newer");
+    assert_stored(c, b.names[SAME], b.keys[SAME], 3, 6, "stored");
+    assert_stored(c, b.names[LOWER], b.keys[LOWER], 3, 6, "stored");
+    assert_stored(c, b.names[OLD_GEN], b.keys[OLD_GEN], 3, 6, "stored");
+    assert_stored(c, b.names[NEW_GEN], b.keys[NEW_GEN], 4, 1, "new gen");
+    assert_stored(c, b.names[ABSENT], b.keys[ABSENT], 1, 1, "first");
+    assert_stored(c, b.names[GARBAGE], b.keys[GARBAGE], 1, 1, "good");
+    assert_stored(c, b.names[INVALID], b.keys[INVALID], 3, 6, "stored");
+
+    /* Nothing to write is no error. */
+    err[0] = '\0';
+    assert_int_equal(cache_put_many(c, b.writes, 0, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    for (size_t s = 0; s < SERVER_COUNT; s++)
+        memcached_free(direct[s]);
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
+/* One key twice in a batch: the higher write ends up stored, whatever
+ * the order. */
+static void
+test_put_many_key_twice(void **state)
+{
+    struct cache *c = cache_on(0, 1);
+    char err[CACHE_ERR_MAX] = "";
+    struct cache_write twice[2];
+    struct buf_writer other;
+    struct batch b;
+
+    (void)state;
+    batch_create(&b, "test.many_twice", 1, 1);
+    batch_set(&b, 0, 1, 9, "nine");
+    make_value(&other, 1, 5, "five");
+    twice[0] = twice[1] = b.writes[0];
+    twice[1].value = other.data;
+    twice[1].len = other.len;
+    assert_int_equal(cache_put_many(c, twice, 2, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(twice[0].status, 1);
+    assert_int_equal(twice[1].status, 0);
+    assert_stored(c, b.names[0], b.keys[0], 1, 9, "nine");
+    buf_writer_destroy(&other);
+
+    /* Lower first: both replace nine, the higher one last. */
+    batch_set(&b, 0, 1, 12, "twelve");
+    make_value(&other, 1, 11, "eleven");
+    twice[0] = twice[1] = b.writes[0];
+    twice[0].value = other.data;
+    twice[0].len = other.len;
+    assert_int_equal(cache_put_many(c, twice, 2, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_true(twice[0].status == 0 || twice[0].status == 1);
+    assert_int_equal(twice[1].status, 1);
+    assert_stored(c, b.names[0], b.keys[0], 1, 12, "twelve");
+    buf_writer_destroy(&other);
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
+/* More keys than one multi-get takes, on both servers. */
+static void
+test_many_big_batch(void **state)
+{
+    struct cache *c = cache_on(0, SERVER_COUNT);
+    char err[CACHE_ERR_MAX] = "";
+    struct index_log log;
+    struct batch b;
+
+    (void)state;
+    assert_true(BIG_BATCH > CACHE_MGET_KEYS_MAX);
+    batch_create(&b, "test.many_big", BIG_BATCH, 1);
+    for (size_t i = 0; i < b.count; i++)
+        batch_set(&b, i, 2, 1000 + i, "big");
+    assert_int_equal(cache_put_many(c, b.writes, b.count, err, sizeof(err)),
+                     0);
+    assert_string_equal(err, "");
+    for (size_t i = 0; i < b.count; i++)
+        assert_int_equal(b.writes[i].status, 1);
+    index_log_create(&log, b.count);
+    assert_int_equal(cache_mget_many(c, b.name_ptrs, b.name_lens, b.key_ptrs,
+                                     b.key_lens, b.count, log_index, &log,
+                                     err, sizeof(err)), 0);
+    assert_int_equal(log.count, b.count);
+    for (size_t i = 0; i < b.count; i++)
+        assert_int_equal(log.sequence[i], 1000 + i);
+    index_log_destroy(&log);
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
+/* One server of two refuses connections: the other's writes and reads
+ * still happen; the failure's reason names the one down. */
+static void
+test_many_one_server_down(void **state)
+{
+    char list[TEXT_MAX], err[CACHE_ERR_MAX] = "", expect[CACHE_ERR_MAX];
+    size_t written = 0, failed = 0;
+    struct index_log log;
+    struct cache *c;
+    struct batch b;
+    int port = 0, fd;
+
+    (void)state;
+    fd = bind_free_port(&port);   /* bound, never listening: refused */
+    assert_true(fd >= 0);
+    snprintf(list, sizeof(list), "127.0.0.1:%d,127.0.0.1:%d", servers[0].port,
+             port);
+    c = cache_create(list, TIMEOUT_MS, err, sizeof(err));
+    assert_non_null(c);
+    batch_create(&b, "test.many_down", GROUP_METRICS, 1);
+    for (size_t i = 0; i < b.count; i++)
+        batch_set(&b, i, 1, 1, "v");
+    assert_int_equal(cache_put_many(c, b.writes, b.count, err, sizeof(err)),
+                     -1);
+    snprintf(expect, sizeof(expect), "memcached 127.0.0.1:%d: ", port);
+    assert_memory_equal(err, expect, strlen(expect));
+    index_log_create(&log, b.count);
+    err[0] = '\0';
+    assert_int_equal(cache_mget_many(c, b.name_ptrs, b.name_lens, b.key_ptrs,
+                                     b.key_lens, b.count, log_index, &log,
+                                     err, sizeof(err)), -1);
+    assert_memory_equal(err, expect, strlen(expect));
+    for (size_t i = 0; i < b.count; i++) {
+        assert_true(b.writes[i].status == 1 || b.writes[i].status == -1);
+        /* Read back exactly where written. */
+        assert_int_equal(log.times[i], b.writes[i].status == 1);
+        written += b.writes[i].status == 1;
+        failed += b.writes[i].status == -1;
+    }
+    assert_true(written > 0);
+    assert_true(failed > 0);
+    index_log_destroy(&log);
+    batch_destroy(&b);
+    cache_destroy(c);
+    close(fd);
+}
+
+struct batch_writer {
+    struct cache *cache;
+    struct batch *batch;       /* names and keys only; shared */
+    int thread;
+    int failed;
+    char err[CACHE_ERR_MAX];
+};
+
+static void *
+batch_writer_run(void *arg)
+{
+    struct batch_writer *bw = arg;
+    struct buf_writer values[BATCH_KEYS];
+    struct cache_write writes[BATCH_KEYS];
+
+    for (int round = 0; round < BATCH_ROUNDS; round++) {
+        uint64_t sequence = (uint64_t)round * THREADS + (uint64_t)bw->thread + 1;
+        char err[CACHE_ERR_MAX] = "";
+
+        for (size_t i = 0; i < BATCH_KEYS; i++) {
+            make_value(&values[i], 1, sequence, "batch");
+            writes[i] = (struct cache_write){
+                .name = bw->batch->names[i],
+                .name_len = bw->batch->name_lens[i],
+                .key = bw->batch->keys[i], .key_len = bw->batch->key_lens[i],
+                .value = values[i].data, .len = values[i].len,
+            };
+        }
+        if (cache_put_many(bw->cache, writes, BATCH_KEYS, err, sizeof(err))
+            != 0 && bw->failed++ == 0)
+            memcpy(bw->err, err, sizeof(err));
+        for (size_t i = 0; i < BATCH_KEYS; i++)
+            buf_writer_destroy(&values[i]);
+    }
+    return NULL;
+}
+
+static void
+test_concurrent_batches(void **state)
+{
+    struct cache *c = cache_on(0, SERVER_COUNT);
+    struct batch_writer writers[THREADS];
+    pthread_t threads[THREADS];
+    int started = 0, joined = 0;
+    struct batch b;
+
+    (void)state;
+    batch_create(&b, "test.many_concurrent", BATCH_KEYS, 1);
+    for (int t = 0; t < THREADS; t++) {
+        writers[t] = (struct batch_writer){ .cache = c, .batch = &b,
+                                            .thread = t };
+        if (pthread_create(&threads[t], NULL, batch_writer_run,
+                           &writers[t]) != 0)
+            break;
+        started++;
+    }
+    for (int t = 0; t < started; t++)
+        joined += pthread_join(threads[t], NULL) == 0;
+    assert_int_equal(started, THREADS);
+    assert_int_equal(joined, THREADS);
+    for (int t = 0; t < THREADS; t++) {
+        assert_string_equal(writers[t].err, "");
+        assert_int_equal(writers[t].failed, 0);
+    }
+    for (size_t i = 0; i < BATCH_KEYS; i++)
+        assert_stored(c, b.names[i], b.keys[i], 1, THREADS * BATCH_ROUNDS,
+                      "batch");
+    batch_destroy(&b);
+    cache_destroy(c);
+}
+
 int
 main(void)
 {
@@ -911,6 +1409,13 @@ main(void)
         cmocka_unit_test(test_server_silent),
         cmocka_unit_test(test_metric_on_one_server),
         cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_many_across_servers),
+        cmocka_unit_test(test_mget_many_absent_and_twice),
+        cmocka_unit_test(test_put_many_forward_only),
+        cmocka_unit_test(test_put_many_key_twice),
+        cmocka_unit_test(test_many_big_batch),
+        cmocka_unit_test(test_many_one_server_down),
+        cmocka_unit_test(test_concurrent_batches),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

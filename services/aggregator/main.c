@@ -13,7 +13,7 @@
  *                    log replays at start)
  *     control queue  (announcements; nothing to do yet)
  *   forwarder        a confirm-mode publisher: forwards and notices
- *   flusher thread   every flush interval: store_collect --> cache_put
+ *   flusher thread   every flush interval: store_collect --> cache_put_many
  *   HTTP             /healthz, /readyz
  *
  * Durable: a delivery is acked only once its record is in the fsynced
@@ -151,18 +151,27 @@ agg_flush(struct aggregator *a)
     size_t n = store_collect(a->store, now,
                              __atomic_load_n(&a->map_version,
                                              __ATOMIC_RELAXED), &w);
+    struct cache_write *writes = xcalloc(n, sizeof(*writes));
     uint64_t errors = 0;
     char err[CACHE_ERR_MAX];
 
+    /* All in one batch: a few round trips per memcached server rather than
+     * some per value. */
+    for (size_t i = 0; i < n; i++)
+        writes[i] = (struct cache_write){
+            .name = w[i].name, .name_len = w[i].name_len,
+            .key = w[i].key, .key_len = w[i].key_len,
+            .value = w[i].value, .len = w[i].len, .expire_s = w[i].expire_s,
+        };
+    if (cache_put_many(a->cache, writes, n, err, sizeof(err)) != 0)
+        log_warn("flush: %s (retried at the next flush)", err);
     for (size_t i = 0; i < n; i++) {
-        if (cache_put(a->cache, w[i].name, w[i].name_len, w[i].key,
-                      w[i].key_len, w[i].value, w[i].len, w[i].expire_s, err,
-                      sizeof(err)) >= 0)
+        if (writes[i].status >= 0)
             continue;
         store_repair(a->store, w[i].name, w[i].name_len);
-        if (errors++ == 0)
-            log_warn("flush: %s (retried at the next flush)", err);
+        errors++;
     }
+    free(writes);
     store_writes_free(w, n);
     pthread_mutex_lock(&a->flush_lock);
     a->last_flush_us = now;

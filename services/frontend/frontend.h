@@ -130,6 +130,11 @@ void meta_destroy(struct meta *m);
  * (cached for the TTL). A cache error counts as "unknown" (exists 0). */
 void meta_lookup(struct frontend *fe, const char *name, size_t len,
                  struct meta_info *out);
+/* meta_lookup of the N names NAMES[i] (LENS[i] bytes; borrowed) into
+ * OUT[i], with one multi-get per memcached server for all the names not
+ * cached. */
+void meta_lookup_many(struct frontend *fe, const char *const *names,
+                      const size_t *lens, size_t n, struct meta_info *out);
 /* Drops what is cached about NAME (a control message said it changed). */
 void meta_forget(struct meta *m, const char *name, size_t len);
 

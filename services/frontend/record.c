@@ -33,7 +33,9 @@
 struct record_name {
     const char *name;          /* borrowed from the request */
     size_t len;
-    enum event_type type;
+    struct meta_info info;     /* what the cluster knows (meta_lookup) */
+    int typed;                 /* an event of it was accepted: */
+    enum event_type type;      /* the type of the first one */
     uint64_t generation;
     uint16_t slot;
 };
@@ -147,48 +149,98 @@ record_reject(struct record *r, size_t index, int code, const char *message)
     json_object_array_add(r->rejected, o);
 }
 
-/* Checks EV's type against what is known of its metric; returns the
+/* Adds the metric of each of the N events EVS[i] with VALID[i] to T,
+ * untyped, and looks up what is known about all of them at once: one
+ * multi-get per memcached server for those the frontend has not cached
+ * (meta_lookup_many), instead of a round trip per metric. */
+static void
+record_lookup_meta(struct record *r, struct record_table *t,
+                   const struct event *evs, const uint8_t *valid, size_t n)
+{
+    const char **names;
+    size_t *lens;
+    struct meta_info *infos;
+
+    for (size_t i = 0; i < n; i++) {
+        struct record_name *nm;
+        size_t slot = 0;
+
+        if (!valid[i]
+            || record_find_name(t, evs[i].name, evs[i].name_len, &slot) >= 0)
+            continue;
+        if (t->name_count == t->name_cap) {
+            t->name_cap = t->name_cap ? t->name_cap * 2 : 16;
+            t->names = xrealloc(t->names, t->name_cap * sizeof(*t->names));
+        }
+        nm = &t->names[t->name_count++];
+        t->name_index[slot] = t->name_count;
+        memset(nm, 0, sizeof(*nm));
+        nm->name = evs[i].name;
+        nm->len = evs[i].name_len;
+        nm->slot = slotmap_slot(evs[i].name, evs[i].name_len);
+    }
+    names = xcalloc(t->name_count, sizeof(*names));
+    lens = xcalloc(t->name_count, sizeof(*lens));
+    infos = xcalloc(t->name_count, sizeof(*infos));
+    for (size_t k = 0; k < t->name_count; k++) {
+        names[k] = t->names[k].name;
+        lens[k] = t->names[k].len;
+    }
+    meta_lookup_many(r->fe, names, lens, t->name_count, infos);
+    for (size_t k = 0; k < t->name_count; k++)
+        t->names[k].info = infos[k];
+    free(names);
+    free(lens);
+    free(infos);
+}
+
+/* Checks EV's type against what is known of its metric: the first event
+ * of it accepted in this request, else what the cluster knows. Returns the
  * metric's index in T, or -1 with the event rejected. */
 static long
 record_name_for(struct record *r, struct record_table *t,
                 const struct event *ev, size_t index)
 {
     char msg[RECORD_MESSAGE_MAX];
-    struct record_name *n;
-    struct meta_info info;
     size_t slot = 0;
+    /* record_lookup_meta added the metric of every valid event */
     long found = record_find_name(t, ev->name, ev->name_len, &slot);
+    struct record_name *n = &t->names[found];
+    enum event_type known;
 
-    if (found >= 0) {
-        n = &t->names[found];
-        if (n->type == ev->type)
-            return found;
+    if (n->typed)
+        known = n->type;
+    else if (n->info.exists && !n->info.deleted)
+        known = n->info.type;
+    else
+        known = ev->type;       /* nothing known: this event decides */
+    if (known != ev->type) {
         snprintf(msg, sizeof(msg), "type conflict: metric \"%.*s\" is a %s, "
                  "not a %s", (int)ev->name_len, ev->name,
-                 event_type_name(n->type), event_type_name(ev->type));
+                 event_type_name(known), event_type_name(ev->type));
         record_reject(r, index, EVENT_ERR_TYPE_CONFLICT, msg);
         return -1;
     }
-    meta_lookup(r->fe, ev->name, ev->name_len, &info);
-    if (info.exists && !info.deleted && info.type != ev->type) {
-        snprintf(msg, sizeof(msg), "type conflict: metric \"%.*s\" is a %s, "
-                 "not a %s", (int)ev->name_len, ev->name,
-                 event_type_name(info.type), event_type_name(ev->type));
-        record_reject(r, index, EVENT_ERR_TYPE_CONFLICT, msg);
-        return -1;
+    if (!n->typed) {
+        n->typed = 1;
+        n->type = ev->type;
+        n->generation = n->info.generation;
     }
-    if (t->name_count == t->name_cap) {
-        t->name_cap = t->name_cap ? t->name_cap * 2 : 16;
-        t->names = xrealloc(t->names, t->name_cap * sizeof(*t->names));
-    }
-    n = &t->names[t->name_count++];
-    t->name_index[slot] = t->name_count;
-    n->name = ev->name;
-    n->len = ev->name_len;
-    n->type = ev->type;
-    n->generation = info.generation;
-    n->slot = slotmap_slot(ev->name, ev->name_len);
-    return (long)(t->name_count - 1);
+    return found;
+}
+
+/* Orders rejections ({"index",...} objects) by their event's index. */
+static int
+record_by_index(const void *a, const void *b)
+{
+    json_object *index_a = NULL, *index_b = NULL;
+    int64_t x, y;
+
+    json_object_object_get_ex(*(json_object *const *)a, "index", &index_a);
+    json_object_object_get_ex(*(json_object *const *)b, "index", &index_b);
+    x = json_object_get_int64(index_a);
+    y = json_object_get_int64(index_b);
+    return (x > y) - (x < y);
 }
 
 /* Encodes the folds of INSTANCE as one message of one sub-batch; with a
@@ -286,21 +338,31 @@ record_events(struct record *r, json_object *events)
     size_t n = json_object_array_length(events);
     int64_t now = daemon_now_us();
     struct record_table t;
+    struct event *evs = xcalloc(n, sizeof(*evs));
+    uint8_t *valid = xcalloc(n, 1);
     uint8_t *owners;
 
     record_table_create(&t, n);
+    /* Every event is validated before the type checks, so that one lookup
+     * answers for all the metrics of the request. */
     for (size_t i = 0; i < n; i++) {
         char msg[RECORD_MESSAGE_MAX];
-        struct event ev;
+        enum event_error code = event_from_json(
+            &evs[i], json_object_array_get_idx(events, i), now, msg,
+            sizeof(msg));
+
+        if (code != EVENT_OK)
+            record_reject(r, i, code, msg);
+        valid[i] = code == EVENT_OK;
+    }
+    record_lookup_meta(r, &t, evs, valid, n);
+    for (size_t i = 0; i < n; i++) {
+        struct event ev = evs[i];
         struct record_fold *f;
         long name;
-        enum event_error code = event_from_json(
-            &ev, json_object_array_get_idx(events, i), now, msg, sizeof(msg));
 
-        if (code != EVENT_OK) {
-            record_reject(r, i, code, msg);
+        if (!valid[i])
             continue;
-        }
         name = record_name_for(r, &t, &ev, i);
         if (name < 0)
             continue;
@@ -314,6 +376,10 @@ record_events(struct record *r, json_object *events)
         f->count++;
         r->accepted++;
     }
+    /* The rejections of both passes, in the order of the events. */
+    json_object_array_sort(r->rejected, record_by_index);
+    free(evs);
+    free(valid);
     owners = xcalloc(r->map->instances, 1);
     if (r->has_batch_key && t.fold_count > 0)   /* one envelope */
         owners[slotmap_owner(r->map, slotmap_slot((const char *)r->batch_key,
