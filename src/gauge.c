@@ -6,6 +6,8 @@
  *
  * Entries are kept sorted by source bytes, which is also the encoding order:
  *   count varint, then per entry: source string, time_us svarint, value f64
+ * Sources are never removed, so their bytes live in one append-only buffer
+ * per state instead of one allocation each.
  */
 #include <json-c/json.h>
 #include <math.h>
@@ -17,18 +19,28 @@
 #include "state.h"
 #include "xalloc.h"
 
+#define GAUGE_INITIAL_ENTRIES 4
+#define GAUGE_INITIAL_NAMES 16
+
 struct gauge_entry {
-    char *source;          /* owned, NUL-terminated, SOURCE_LEN bytes */
-    size_t source_len;
+    uint32_t source;       /* offset of its bytes in gauge.names */
+    uint32_t source_len;   /* at most EVENT_SOURCE_MAX */
     int64_t time_us;
     double value;
 };
 
 struct gauge {
     struct gauge_entry *entries;   /* sorted by source */
-    size_t count;
-    size_t cap;
+    char *names;                   /* each source's bytes, NUL-terminated */
+    uint32_t count, cap;
+    uint32_t names_len, names_cap;
 };
+
+static const char *
+gauge_source(const struct gauge *g, const struct gauge_entry *e)
+{
+    return g->names + e->source;
+}
 
 /* 1 if (TIME_A, A) beats (TIME_B, B). */
 static int
@@ -51,9 +63,8 @@ gauge_destroy(void *state)
 {
     struct gauge *g = state;
 
-    for (size_t i = 0; i < g->count; i++)
-        free(g->entries[i].source);
     free(g->entries);
+    free(g->names);
     free(g);
 }
 
@@ -63,15 +74,48 @@ gauge_clone(const void *state)
     const struct gauge *g = state;
     struct gauge *c = xcalloc(1, sizeof(*c));
 
-    c->entries = xmalloc(sizeof(*c->entries) * (g->count ? g->count : 1));
-    c->cap = g->count;
-    c->count = g->count;
-    for (size_t i = 0; i < g->count; i++) {
-        c->entries[i] = g->entries[i];
-        c->entries[i].source = xstrndup(g->entries[i].source,
-                                        g->entries[i].source_len);
-    }
+    if (g->count == 0)
+        return c;
+    c->entries = xmalloc(sizeof(*c->entries) * g->count);
+    memcpy(c->entries, g->entries, sizeof(*c->entries) * g->count);
+    c->count = c->cap = g->count;
+    c->names = xmalloc(g->names_len);
+    memcpy(c->names, g->names, g->names_len);
+    c->names_len = c->names_cap = g->names_len;
     return c;
+}
+
+/* Inserts a new entry for SOURCE at POS (its place in the order). */
+static void
+gauge_insert(struct gauge *g, size_t pos, const char *source,
+             size_t source_len, int64_t time_us, double value)
+{
+    size_t need = g->names_len + source_len + 1;
+
+    if (g->count == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : GAUGE_INITIAL_ENTRIES;
+        g->entries = xrealloc(g->entries, sizeof(*g->entries) * g->cap);
+    }
+    if (need > g->names_cap) {
+        size_t cap = g->names_cap ? g->names_cap : GAUGE_INITIAL_NAMES;
+
+        while (cap < need)
+            cap *= 2;
+        g->names = xrealloc(g->names, cap);
+        g->names_cap = (uint32_t)cap;
+    }
+    memcpy(g->names + g->names_len, source, source_len);
+    g->names[g->names_len + source_len] = '\0';
+    memmove(&g->entries[pos + 1], &g->entries[pos],
+            sizeof(*g->entries) * (g->count - pos));
+    g->entries[pos] = (struct gauge_entry){
+        .source = g->names_len,
+        .source_len = (uint32_t)source_len,
+        .time_us = time_us,
+        .value = value,
+    };
+    g->names_len = (uint32_t)need;
+    g->count++;
 }
 
 /* Sets SOURCE's entry to (TIME_US, VALUE) if that is newer than what the
@@ -84,13 +128,11 @@ gauge_put(struct gauge *g, const char *source, size_t source_len,
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = buf_compare(g->entries[mid].source,
-                                 g->entries[mid].source_len, source,
-                                 source_len);
+        struct gauge_entry *e = &g->entries[mid];
+        int c = buf_compare(gauge_source(g, e), e->source_len, source,
+                            source_len);
 
         if (c == 0) {
-            struct gauge_entry *e = &g->entries[mid];
-
             if (gauge_newer(time_us, value, e->time_us, e->value)) {
                 e->time_us = time_us;
                 e->value = value;
@@ -102,19 +144,7 @@ gauge_put(struct gauge *g, const char *source, size_t source_len,
         else
             hi = mid;
     }
-    if (g->count == g->cap) {
-        g->cap = g->cap ? g->cap * 2 : 4;
-        g->entries = xrealloc(g->entries, sizeof(*g->entries) * g->cap);
-    }
-    memmove(&g->entries[lo + 1], &g->entries[lo],
-            sizeof(*g->entries) * (g->count - lo));
-    g->entries[lo] = (struct gauge_entry){
-        .source = xstrndup(source, source_len),
-        .source_len = source_len,
-        .time_us = time_us,
-        .value = value,
-    };
-    g->count++;
+    gauge_insert(g, lo, source, source_len, time_us, value);
 }
 
 static void
@@ -129,8 +159,9 @@ gauge_merge(void *dst, const void *src)
     const struct gauge *s = src;
 
     for (size_t i = 0; i < s->count; i++)
-        gauge_put(dst, s->entries[i].source, s->entries[i].source_len,
-                  s->entries[i].time_us, s->entries[i].value);
+        gauge_put(dst, gauge_source(s, &s->entries[i]),
+                  s->entries[i].source_len, s->entries[i].time_us,
+                  s->entries[i].value);
     return 0;
 }
 
@@ -149,7 +180,8 @@ gauge_encode(const void *state, struct buf_writer *out)
     buf_put_u8(out, STATE_FORMAT_VERSION);
     buf_put_varint(out, g->count);
     for (size_t i = 0; i < g->count; i++) {
-        buf_put_string(out, g->entries[i].source, g->entries[i].source_len);
+        buf_put_string(out, gauge_source(g, &g->entries[i]),
+                       g->entries[i].source_len);
         buf_put_svarint(out, g->entries[i].time_us);
         buf_put_double(out, g->entries[i].value);
     }
@@ -176,8 +208,10 @@ gauge_decode(struct buf_reader *in, char *err, size_t errlen)
     if (count > buf_remaining(in) / GAUGE_ENTRY_MIN_BYTES)
         goto truncated;
     g = xcalloc(1, sizeof(*g));
-    g->entries = xcalloc(count ? count : 1, sizeof(*g->entries));
-    g->cap = count;
+    if (count > 0) {
+        g->entries = xmalloc(sizeof(*g->entries) * count);
+        g->cap = (uint32_t)count;
+    }
     for (uint64_t i = 0; i < count; i++) {
         const uint8_t *src;
         size_t len;
@@ -193,19 +227,13 @@ gauge_decode(struct buf_reader *in, char *err, size_t errlen)
             snprintf(err, errlen, "gauge: entry %zu invalid", (size_t)i);
             goto fail;
         }
-        if (i > 0 && buf_compare(g->entries[i - 1].source,
-                                      g->entries[i - 1].source_len,
-                                      (const char *)src, len) >= 0) {
+        if (i > 0 && buf_compare(gauge_source(g, &g->entries[i - 1]),
+                                 g->entries[i - 1].source_len,
+                                 (const char *)src, len) >= 0) {
             snprintf(err, errlen, "gauge: sources not in strict order");
             goto fail;
         }
-        g->entries[i] = (struct gauge_entry){
-            .source = xstrndup((const char *)src, len),
-            .source_len = len,
-            .time_us = time_us,
-            .value = value,
-        };
-        g->count++;
+        gauge_insert(g, g->count, (const char *)src, len, time_us, value);
     }
     return g;
 
@@ -230,7 +258,7 @@ gauge_render(const void *state, const struct state_render_context *ctx)
     for (size_t i = 0; i < g->count; i++) {
         double v = g->entries[i].value;
 
-        json_object_object_add(sources, g->entries[i].source,
+        json_object_object_add(sources, gauge_source(g, &g->entries[i]),
                                json_object_new_double(v));
         min = fmin(min, v);
         max = fmax(max, v);

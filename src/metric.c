@@ -22,7 +22,18 @@
 
 struct metric_bucket {
     int64_t start_s;
-    void *state;            /* owned; NULL when the slot is empty */
+    void *state;            /* owned, never NULL */
+};
+
+/* The buckets one ring holds, sorted by start. Only buckets that hold
+ * something are stored: a metric active now pays for a few buckets, not
+ * for every slot of every ring. The ring still behaves as the array of
+ * window.h's CAPACITY slots indexed by (start / width) mod capacity: at
+ * most one bucket per slot, so COUNT never exceeds the capacity. */
+struct metric_ring {
+    struct metric_bucket *buckets;   /* owned; CAP entries, COUNT used */
+    uint16_t count;
+    uint16_t cap;
 };
 
 struct metric {
@@ -33,7 +44,7 @@ struct metric {
     int64_t last_us;
     uint64_t expired;
     void *all;                                 /* owned */
-    struct metric_bucket *rings[RING_COUNT];   /* NULL for recent */
+    struct metric_ring rings[RING_COUNT];      /* empty for recent */
 };
 
 static int
@@ -41,6 +52,126 @@ metric_windowed(enum event_type type)
 {
     return type != EVENT_RECENT;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Rings                                                                   */
+/* ---------------------------------------------------------------------- */
+
+/* The position of the first bucket of R starting at or after START_S. */
+static size_t
+metric_ring_search(const struct metric_ring *r, int64_t start_s)
+{
+    size_t lo = 0, hi = r->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (r->buckets[mid].start_s < start_s)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The bucket of R (RING's) starting at START_S, or NULL. Buckets mostly
+ * follow each other without gaps, so the distance from the newest one
+ * tells where to look; a binary search covers the rest. */
+static struct metric_bucket *
+metric_ring_get(const struct metric_ring *r, enum ring ring, int64_t start_s)
+{
+    size_t last = (size_t)r->count - 1, pos;
+    uint64_t back;
+
+    if (r->count == 0 || start_s < r->buckets[0].start_s
+        || start_s > r->buckets[last].start_s)
+        return NULL;
+    if (start_s == r->buckets[last].start_s)
+        return &r->buckets[last];
+    back = (uint64_t)(r->buckets[last].start_s - start_s)
+           / (uint64_t)window_ring_layout(ring)->width_s;
+    if (back <= last && r->buckets[last - back].start_s == start_s)
+        return &r->buckets[last - back];
+    pos = metric_ring_search(r, start_s);
+    return r->buckets[pos].start_s == start_s ? &r->buckets[pos] : NULL;
+}
+
+/* The position of the bucket of RING (in R) occupying the slot START_S
+ * maps to, or -1 if that slot is free. Starts of one slot differ by a
+ * multiple of width x capacity. Linear, but only run when a new bucket
+ * opens. */
+static ptrdiff_t
+metric_ring_slot_holder(const struct metric_ring *r, enum ring ring,
+                        int64_t start_s)
+{
+    const struct ring_layout *layout = window_ring_layout(ring);
+    int64_t period = layout->width_s * layout->capacity;
+
+    for (size_t i = 0; i < r->count; i++)
+        if ((r->buckets[i].start_s - start_s) % period == 0)
+            return (ptrdiff_t)i;
+    return -1;
+}
+
+static void
+metric_ring_remove(struct metric_ring *r, size_t pos)
+{
+    memmove(&r->buckets[pos], &r->buckets[pos + 1],
+            (r->count - pos - 1) * sizeof(*r->buckets));
+    r->count--;
+}
+
+/* Inserts (START_S, STATE) at POS, keeping the order; the caller has made
+ * sure the slot is free, so COUNT stays within the ring's capacity. */
+static void
+metric_ring_insert(struct metric_ring *r, enum ring ring, size_t pos,
+                   int64_t start_s, void *state)
+{
+    if (r->count == r->cap) {
+        int capacity = window_ring_layout(ring)->capacity;
+        int cap = r->cap == 0 ? 1 : 2 * r->cap;
+
+        r->cap = (uint16_t)(cap < capacity ? cap : capacity);
+        r->buckets = xrealloc(r->buckets, r->cap * sizeof(*r->buckets));
+    }
+    memmove(&r->buckets[pos + 1], &r->buckets[pos],
+            (r->count - pos) * sizeof(*r->buckets));
+    r->buckets[pos].start_s = start_s;
+    r->buckets[pos].state = state;
+    r->count++;
+}
+
+/* Frees the slot of RING that START_S (aligned, not held) maps to, for a
+ * new bucket: an older bucket there is dropped. 0, or -1 if a newer bucket
+ * holds the slot. */
+static int
+metric_ring_claim(struct metric *m, enum ring ring, int64_t start_s)
+{
+    struct metric_ring *r = &m->rings[ring];
+    ptrdiff_t holder = metric_ring_slot_holder(r, ring, start_s);
+
+    if (holder < 0)
+        return 0;
+    if (r->buckets[holder].start_s > start_s)
+        return -1;
+    m->ops->destroy(r->buckets[holder].state);
+    metric_ring_remove(r, (size_t)holder);
+    return 0;
+}
+
+static void
+metric_ring_clear(struct metric *m, struct metric_ring *r)
+{
+    for (size_t i = 0; i < r->count; i++)
+        m->ops->destroy(r->buckets[i].state);
+    free(r->buckets);
+    r->buckets = NULL;
+    r->count = r->cap = 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lifecycle                                                               */
+/* ---------------------------------------------------------------------- */
 
 static struct metric *
 metric_alloc(const struct state_ops *ops, uint64_t generation,
@@ -54,10 +185,6 @@ metric_alloc(const struct state_ops *ops, uint64_t generation,
     m->generation = generation;
     m->first_us = INT64_MAX;
     m->last_us = INT64_MIN;
-    if (metric_windowed(ops->type))
-        for (int r = 0; r < RING_COUNT; r++)
-            m->rings[r] = xcalloc((size_t)window_ring_layout(r)->capacity,
-                                  sizeof(struct metric_bucket));
     return m;
 }
 
@@ -80,14 +207,8 @@ metric_destroy(struct metric *m)
 {
     if (m == NULL)
         return;
-    for (int r = 0; r < RING_COUNT; r++) {
-        if (m->rings[r] == NULL)
-            continue;
-        for (int i = 0; i < window_ring_layout(r)->capacity; i++)
-            if (m->rings[r][i].state != NULL)
-                m->ops->destroy(m->rings[r][i].state);
-        free(m->rings[r]);
-    }
+    for (int r = 0; r < RING_COUNT; r++)
+        metric_ring_clear(m, &m->rings[r]);
     if (m->all != NULL)
         m->ops->destroy(m->all);
     free(m);
@@ -103,13 +224,16 @@ metric_clone(const struct metric *m)
     c->expired = m->expired;
     c->all = m->ops->clone(m->all);
     for (int r = 0; r < RING_COUNT; r++) {
-        if (m->rings[r] == NULL)
+        const struct metric_ring *from = &m->rings[r];
+        struct metric_ring *to = &c->rings[r];
+
+        if (from->count == 0)
             continue;
-        for (int i = 0; i < window_ring_layout(r)->capacity; i++) {
-            if (m->rings[r][i].state == NULL)
-                continue;
-            c->rings[r][i].start_s = m->rings[r][i].start_s;
-            c->rings[r][i].state = m->ops->clone(m->rings[r][i].state);
+        to->buckets = xmalloc(from->count * sizeof(*to->buckets));
+        to->count = to->cap = from->count;
+        for (size_t i = 0; i < from->count; i++) {
+            to->buckets[i].start_s = from->buckets[i].start_s;
+            to->buckets[i].state = m->ops->clone(from->buckets[i].state);
         }
     }
     return c;
@@ -146,40 +270,32 @@ metric_expired(const struct metric *m)
     return m->expired;
 }
 
-static size_t
-metric_slot(enum ring ring, int64_t start_s)
-{
-    const struct ring_layout *layout = window_ring_layout(ring);
-    int64_t index = (start_s / layout->width_s) % layout->capacity;
+/* ---------------------------------------------------------------------- */
+/* Folding and merging                                                     */
+/* ---------------------------------------------------------------------- */
 
-    if (index < 0)
-        index += layout->capacity;
-    return (size_t)index;
-}
-
-/* The bucket state of RING starting at START_S, made current if the slot
- * holds an older bucket; NULL if the ring no longer retains that bucket or
- * its slot holds a newer one. */
+/* The bucket state of RING starting at START_S, opened (evicting an older
+ * bucket of its slot) if not held; NULL if the ring no longer retains that
+ * bucket or its slot holds a newer one. */
 static void *
 metric_bucket_for(struct metric *m, enum ring ring, int64_t start_s,
                   int64_t now_us)
 {
     struct metric_bucket *b;
+    void *state;
 
     if (!window_ring_retains(ring, start_s, now_us))
         return NULL;
-    b = &m->rings[ring][metric_slot(ring, start_s)];
-    if (b->state != NULL && b->start_s > start_s)
+    b = metric_ring_get(&m->rings[ring], ring, start_s);
+    if (b != NULL)
+        return b->state;
+    if (metric_ring_claim(m, ring, start_s) != 0)
         return NULL;
-    if (b->state != NULL && b->start_s < start_s) {
-        m->ops->destroy(b->state);
-        b->state = NULL;
-    }
-    if (b->state == NULL) {
-        b->state = m->ops->create(&m->config);
-        b->start_s = start_s;
-    }
-    return b->state;
+    state = m->ops->create(&m->config);
+    metric_ring_insert(&m->rings[ring], ring,
+                       metric_ring_search(&m->rings[ring], start_s), start_s,
+                       state);
+    return state;
 }
 
 static void
@@ -248,24 +364,21 @@ metric_merge(struct metric *dst, const struct metric *src)
     metric_note_times(dst, src->first_us, src->last_us);
     dst->expired += src->expired;
     for (int r = 0; r < RING_COUNT; r++) {
-        if (src->rings[r] == NULL)
-            continue;
-        for (int i = 0; i < window_ring_layout(r)->capacity; i++) {
-            const struct metric_bucket *s = &src->rings[r][i];
-            struct metric_bucket *d = &dst->rings[r][i];
+        /* slot by slot: the newer bucket, or the merge of equal ones */
+        for (size_t i = 0; i < src->rings[r].count; i++) {
+            const struct metric_bucket *s = &src->rings[r].buckets[i];
+            struct metric_bucket *d = metric_ring_get(&dst->rings[r], r,
+                                                      s->start_s);
 
-            if (s->state == NULL)
-                continue;
-            if (d->state != NULL && d->start_s > s->start_s)
-                continue;
-            if (d->state != NULL && d->start_s == s->start_s) {
+            if (d != NULL) {
                 dst->ops->merge(d->state, s->state);
                 continue;
             }
-            if (d->state != NULL)
-                dst->ops->destroy(d->state);
-            d->start_s = s->start_s;
-            d->state = dst->ops->clone(s->state);
+            if (metric_ring_claim(dst, r, s->start_s) != 0)
+                continue;
+            metric_ring_insert(&dst->rings[r], r,
+                               metric_ring_search(&dst->rings[r], s->start_s),
+                               s->start_s, dst->ops->clone(s->state));
         }
     }
     return 0;
@@ -275,33 +388,9 @@ metric_merge(struct metric *dst, const struct metric *src)
 /* Encoding                                                                */
 /* ---------------------------------------------------------------------- */
 
-/* Fills ORDER with the occupied slots of RING sorted by start; returns how
- * many. */
-static size_t
-metric_ring_order(const struct metric *m, enum ring ring, size_t *order)
-{
-    int capacity = window_ring_layout(ring)->capacity;
-    size_t n = 0;
-
-    for (int i = 0; i < capacity; i++) {
-        size_t j;
-
-        if (m->rings[ring][i].state == NULL)
-            continue;
-        for (j = n; j > 0 && m->rings[ring][order[j - 1]].start_s
-                                 > m->rings[ring][i].start_s; j--)
-            order[j] = order[j - 1];
-        order[j] = (size_t)i;
-        n++;
-    }
-    return n;
-}
-
 void
 metric_encode(const struct metric *m, struct buf_writer *out)
 {
-    size_t order[128];
-
     buf_put_u8(out, METRIC_MAGIC);
     buf_put_u8(out, METRIC_FORMAT_VERSION);
     buf_put_u8(out, (uint8_t)m->ops->type);
@@ -316,14 +405,12 @@ metric_encode(const struct metric *m, struct buf_writer *out)
     if (!metric_windowed(m->ops->type))
         return;
     for (int r = 0; r < RING_COUNT; r++) {
-        size_t n = metric_ring_order(m, r, order);
+        const struct metric_ring *ring = &m->rings[r];
 
-        buf_put_varint(out, n);
-        for (size_t i = 0; i < n; i++) {
-            const struct metric_bucket *b = &m->rings[r][order[i]];
-
-            buf_put_svarint(out, b->start_s);
-            m->ops->encode(b->state, out);
+        buf_put_varint(out, ring->count);
+        for (size_t i = 0; i < ring->count; i++) {
+            buf_put_svarint(out, ring->buckets[i].start_s);
+            m->ops->encode(ring->buckets[i].state, out);
         }
     }
 }
@@ -333,6 +420,7 @@ metric_decode_ring(struct metric *m, enum ring ring, struct buf_reader *in,
                    char *err, size_t errlen)
 {
     const struct ring_layout *layout = window_ring_layout(ring);
+    struct metric_ring *r = &m->rings[ring];
     uint64_t count;
     int64_t previous = INT64_MIN;
 
@@ -341,7 +429,6 @@ metric_decode_ring(struct metric *m, enum ring ring, struct buf_reader *in,
         return -1;
     }
     for (uint64_t i = 0; i < count; i++) {
-        struct metric_bucket *b;
         int64_t start;
         void *state;
 
@@ -358,16 +445,15 @@ metric_decode_ring(struct metric *m, enum ring ring, struct buf_reader *in,
                      ring, (long long)start);
             return -1;
         }
-        b = &m->rings[ring][metric_slot(ring, start)];
-        if (b->state != NULL) {
+        if (metric_ring_slot_holder(r, ring, start) >= 0) {
             snprintf(err, errlen, "metric: ring %d: buckets collide", ring);
             return -1;
         }
         state = m->ops->decode(in, err, errlen);
         if (state == NULL)
             return -1;
-        b->start_s = start;
-        b->state = state;
+        /* increasing starts: each bucket goes last */
+        metric_ring_insert(r, ring, r->count, start, state);
         if (m->ops->empty(state)) {
             snprintf(err, errlen, "metric: ring %d: empty bucket", ring);
             return -1;
@@ -441,12 +527,10 @@ fail:
 const void *
 metric_bucket_at(const struct metric *m, enum ring ring, int64_t start_s)
 {
-    const struct metric_bucket *b;
+    const struct metric_bucket *b = metric_ring_get(&m->rings[ring], ring,
+                                                    start_s);
 
-    if (m->rings[ring] == NULL)
-        return NULL;
-    b = &m->rings[ring][metric_slot(ring, start_s)];
-    return b->state != NULL && b->start_s == start_s ? b->state : NULL;
+    return b != NULL ? b->state : NULL;
 }
 
 const void *
@@ -461,20 +545,24 @@ metric_set_bucket(struct metric *m, enum ring ring, int64_t start_s,
 {
     struct metric_bucket *b;
 
-    if (m->rings[ring] == NULL
+    if (!metric_windowed(m->ops->type)
         || start_s % window_ring_layout(ring)->width_s != 0) {
         m->ops->destroy(state);
         return -1;
     }
-    b = &m->rings[ring][metric_slot(ring, start_s)];
-    if (b->state != NULL && b->start_s > start_s) {
+    b = metric_ring_get(&m->rings[ring], ring, start_s);
+    if (b != NULL) {
+        m->ops->destroy(b->state);
+        b->state = state;
+        return 0;
+    }
+    if (metric_ring_claim(m, ring, start_s) != 0) {
         m->ops->destroy(state);
         return -1;
     }
-    if (b->state != NULL)
-        m->ops->destroy(b->state);
-    b->start_s = start_s;
-    b->state = state;
+    metric_ring_insert(&m->rings[ring], ring,
+                       metric_ring_search(&m->rings[ring], start_s), start_s,
+                       state);
     return 0;
 }
 

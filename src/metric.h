@@ -14,11 +14,13 @@
  *   metric_render(window, now): merge the window's buckets -> render JSON
  *
  * `recent` keeps only `all`: it is not windowed.
- * Rings are arrays indexed by (start / width) mod capacity; a slot holding
- * an older start than the one arriving is reset, a slot holding a newer one
- * refuses the older bucket (counted as expired). Merging two metrics takes,
- * slot by slot, the newer bucket or the merge of equal ones, so it is
- * associative and commutative like the states themselves.
+ * A ring has CAPACITY slots, bucket start / width mod capacity; a slot
+ * holding an older start than the one arriving is reset, a slot holding a
+ * newer one refuses the older bucket (counted as expired). Merging two
+ * metrics takes, slot by slot, the newer bucket or the merge of equal ones,
+ * so it is associative and commutative like the states themselves. Only
+ * the buckets that hold something take memory: a metric active for a few
+ * seconds holds `all` and one bucket per ring.
  */
 #ifndef TALLY_METRIC_H
 #define TALLY_METRIC_H

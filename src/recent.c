@@ -9,6 +9,12 @@
  *
  * Encoding: keep varint, count varint, then per entry in order:
  *   time_us svarint, value f64, source string
+ *
+ * In memory the entries array grows up to K as entries arrive, and the
+ * sources' bytes share one buffer per state. A dropped entry leaves its
+ * bytes behind as garbage; the buffer is compacted when it is full and at
+ * least half garbage, so it stays within a small multiple of the live bytes
+ * at an amortized constant cost per entry.
  */
 #include <json-c/json.h>
 #include <stdio.h>
@@ -19,30 +25,42 @@
 #include "state.h"
 #include "xalloc.h"
 
+#define RECENT_INITIAL_ENTRIES 4
+#define RECENT_INITIAL_NAMES 32
+
 struct recent_entry {
     int64_t time_us;
     double value;
-    char *source;          /* owned, NUL-terminated */
-    size_t source_len;
+    uint32_t source;       /* offset of its bytes in recent.names */
+    uint32_t source_len;   /* at most EVENT_SOURCE_MAX */
 };
 
 struct recent {
     uint32_t keep;                 /* K */
-    size_t count;
-    struct recent_entry *entries;  /* KEEP slots, COUNT used, in order */
+    uint32_t count, cap;           /* entries used / allocated, <= K */
+    struct recent_entry *entries;  /* in order */
+    char *names;                   /* the entries' source bytes, and garbage */
+    uint32_t names_len, names_cap;
+    uint32_t names_live;           /* bytes of NAMES the entries use */
 };
+
+static const char *
+recent_source(const struct recent *r, const struct recent_entry *e)
+{
+    return r->names + e->source;
+}
 
 /* <0 if A comes before B (is "newer"), 0 if equal, >0 after. */
 static int
-recent_cmp(int64_t a_time, const char *a_src, size_t a_len, double a_value,
-           const struct recent_entry *b)
+recent_cmp(const struct recent *r, int64_t a_time, const char *a_src,
+           size_t a_len, double a_value, const struct recent_entry *b)
 {
     int c;
     int64_t ka, kb;
 
     if (a_time != b->time_us)
         return a_time > b->time_us ? -1 : 1;
-    c = buf_compare(a_src, a_len, b->source, b->source_len);
+    c = buf_compare(a_src, a_len, recent_source(r, b), b->source_len);
     if (c != 0)
         return c;
     ka = number_order_key(a_value);
@@ -56,7 +74,6 @@ recent_new(uint32_t keep)
     struct recent *r = xcalloc(1, sizeof(*r));
 
     r->keep = keep;
-    r->entries = xcalloc(keep, sizeof(*r->entries));
     return r;
 }
 
@@ -77,10 +94,80 @@ recent_destroy(void *state)
 {
     struct recent *r = state;
 
-    for (size_t i = 0; i < r->count; i++)
-        free(r->entries[i].source);
     free(r->entries);
+    free(r->names);
     free(r);
+}
+
+/* Makes room for LEN more bytes in R's names (allocated from the first
+ * entry on, even for empty sources): compacts the buffer if it is at least
+ * half garbage, else grows it. */
+static void
+recent_names_reserve(struct recent *r, size_t len)
+{
+    size_t need = r->names_len + len, cap;
+    char *names;
+
+    if (r->names != NULL && need <= r->names_cap)
+        return;
+    if (r->names_len - r->names_live < r->names_live) {
+        cap = r->names_cap ? r->names_cap : RECENT_INITIAL_NAMES;
+        while (cap < need)
+            cap *= 2;
+        r->names = xrealloc(r->names, cap);
+        r->names_cap = (uint32_t)cap;
+        return;
+    }
+    cap = 2 * (r->names_live + len);
+    if (cap < RECENT_INITIAL_NAMES)
+        cap = RECENT_INITIAL_NAMES;
+    names = xmalloc(cap);
+    r->names_len = 0;
+    for (uint32_t i = 0; i < r->count; i++) {
+        struct recent_entry *e = &r->entries[i];
+
+        memcpy(names + r->names_len, recent_source(r, e), e->source_len);
+        e->source = r->names_len;
+        r->names_len += e->source_len;
+    }
+    free(r->names);
+    r->names = names;
+    r->names_cap = (uint32_t)cap;
+}
+
+/* Inserts an entry at POS (its place in the order; COUNT < KEEP). SOURCE
+ * must not point into R. */
+static void
+recent_insert(struct recent *r, size_t pos, int64_t time_us,
+              const char *source, size_t source_len, double value)
+{
+    if (r->count == r->cap) {
+        uint32_t cap = r->cap ? 2 * r->cap : RECENT_INITIAL_ENTRIES;
+
+        r->cap = cap < r->keep ? cap : r->keep;
+        r->entries = xrealloc(r->entries, sizeof(*r->entries) * r->cap);
+    }
+    recent_names_reserve(r, source_len);
+    memcpy(r->names + r->names_len, source, source_len);
+    memmove(&r->entries[pos + 1], &r->entries[pos],
+            sizeof(*r->entries) * (r->count - pos));
+    r->entries[pos] = (struct recent_entry){
+        .time_us = time_us,
+        .value = value,
+        .source = r->names_len,
+        .source_len = (uint32_t)source_len,
+    };
+    r->names_len += (uint32_t)source_len;
+    r->names_live += (uint32_t)source_len;
+    r->count++;
+}
+
+/* Drops the last (oldest) entry. */
+static void
+recent_drop_last(struct recent *r)
+{
+    r->count--;
+    r->names_live -= r->entries[r->count].source_len;
 }
 
 static void *
@@ -89,12 +176,10 @@ recent_clone(const void *state)
     const struct recent *r = state;
     struct recent *c = recent_new(r->keep);
 
-    for (size_t i = 0; i < r->count; i++) {
-        c->entries[i] = r->entries[i];
-        c->entries[i].source = xstrndup(r->entries[i].source,
-                                        r->entries[i].source_len);
-    }
-    c->count = r->count;
+    for (uint32_t i = 0; i < r->count; i++)
+        recent_insert(c, i, r->entries[i].time_us,
+                      recent_source(r, &r->entries[i]),
+                      r->entries[i].source_len, r->entries[i].value);
     return c;
 }
 
@@ -103,36 +188,25 @@ static void
 recent_put(struct recent *r, int64_t time_us, const char *source,
            size_t source_len, double value)
 {
-    size_t lo = 0, hi = r->count, pos;
+    size_t lo = 0, hi = r->count;
 
     if (r->count == r->keep
-        && recent_cmp(time_us, source, source_len, value,
+        && recent_cmp(r, time_us, source, source_len, value,
                       &r->entries[r->count - 1]) >= 0)
         return;                      /* not newer than the oldest kept */
     /* the first entry the new one comes before */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
 
-        if (recent_cmp(time_us, source, source_len, value,
+        if (recent_cmp(r, time_us, source, source_len, value,
                        &r->entries[mid]) < 0)
             hi = mid;
         else
             lo = mid + 1;
     }
-    pos = lo;
-    if (r->count == r->keep) {
-        free(r->entries[r->count - 1].source);
-        r->count--;
-    }
-    memmove(&r->entries[pos + 1], &r->entries[pos],
-            sizeof(*r->entries) * (r->count - pos));
-    r->entries[pos] = (struct recent_entry){
-        .time_us = time_us,
-        .value = value,
-        .source = xstrndup(source, source_len),
-        .source_len = source_len,
-    };
-    r->count++;
+    if (r->count == r->keep)
+        recent_drop_last(r);
+    recent_insert(r, lo, time_us, source, source_len, value);
 }
 
 static void
@@ -147,13 +221,20 @@ recent_merge(void *dst, const void *src)
     struct recent *d = dst;
     const struct recent *s = src;
 
+    if (d == s) {   /* sources must not point into D: merge a copy */
+        void *copy = recent_clone(s);
+
+        recent_merge(d, copy);
+        recent_destroy(copy);
+        return 0;
+    }
     if (s->keep < d->keep) {
         while (d->count > s->keep)
-            free(d->entries[--d->count].source);
+            recent_drop_last(d);
         d->keep = s->keep;
     }
-    for (size_t i = 0; i < s->count; i++)
-        recent_put(d, s->entries[i].time_us, s->entries[i].source,
+    for (uint32_t i = 0; i < s->count; i++)
+        recent_put(d, s->entries[i].time_us, recent_source(s, &s->entries[i]),
                    s->entries[i].source_len, s->entries[i].value);
     return 0;
 }
@@ -176,7 +257,8 @@ recent_encode(const void *state, struct buf_writer *out)
     for (size_t i = 0; i < r->count; i++) {
         buf_put_svarint(out, r->entries[i].time_us);
         buf_put_double(out, r->entries[i].value);
-        buf_put_string(out, r->entries[i].source, r->entries[i].source_len);
+        buf_put_string(out, recent_source(r, &r->entries[i]),
+                       r->entries[i].source_len);
     }
 }
 
@@ -216,18 +298,12 @@ recent_decode(struct buf_reader *in, char *err, size_t errlen)
             snprintf(err, errlen, "recent: entry %zu invalid", (size_t)i);
             goto fail;
         }
-        if (i > 0 && recent_cmp(time_us, (const char *)src, len, value,
+        if (i > 0 && recent_cmp(r, time_us, (const char *)src, len, value,
                                 &r->entries[i - 1]) < 0) {
             snprintf(err, errlen, "recent: entries out of order");
             goto fail;
         }
-        r->entries[i] = (struct recent_entry){
-            .time_us = time_us,
-            .value = value,
-            .source = xstrndup((const char *)src, len),
-            .source_len = len,
-        };
-        r->count++;
+        recent_insert(r, r->count, time_us, (const char *)src, len, value);
     }
     return r;
 
@@ -256,7 +332,7 @@ recent_render(const void *state, const struct state_render_context *ctx)
             (double)r->entries[i].time_us / (double)EVENT_US_PER_SECOND));
         json_object_object_add(e, "source",
                                json_object_new_string_len(
-                                   r->entries[i].source,
+                                   recent_source(r, &r->entries[i]),
                                    (int)r->entries[i].source_len));
         json_object_array_add(list, e);
     }

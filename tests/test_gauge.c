@@ -86,6 +86,50 @@ test_latest_time_wins_and_render(void **unused)
     ops->destroy(st);
 }
 
+/* SOURCE (EVENT_SOURCE_MAX + 1 bytes) := "NN-" and letters up to the
+ * longest source allowed. */
+static void
+long_source(char *source, int n)
+{
+    memset(source, 'a' + n % 26, EVENT_SOURCE_MAX);
+    source[0] = (char)('0' + n / 10);
+    source[1] = (char)('0' + n % 10);
+    source[2] = '-';
+    source[EVENT_SOURCE_MAX] = '\0';
+}
+
+/* Many long sources, added out of order: their bytes move as the state
+ * grows, and a clone or a merge into an empty state keeps every one. */
+static void
+test_many_long_sources(void **unused)
+{
+    enum { COUNT = 60 };
+    char source[EVENT_SOURCE_MAX + 1];
+    void *st = ops->create(NULL), *copy, *merged = ops->create(NULL);
+    struct json_object *o, *by_source, *v;
+
+    (void)unused;
+    for (int i = COUNT - 1; i >= 0; i--) {
+        long_source(source, i);
+        fold(st, source, 1000000, i);
+    }
+    copy = ops->clone(st);
+    assert_int_equal(ops->merge(merged, copy), 0);
+    teststate_assert_same_bytes(ops, st, copy);
+    teststate_assert_same_bytes(ops, st, merged);
+    teststate_check_roundtrip(ops, merged);
+    o = ops->render(merged, NULL);
+    by_source = json_object_object_get(o, "sources");
+    assert_int_equal(json_object_object_length(by_source), COUNT);
+    long_source(source, 37);
+    assert_true(json_object_object_get_ex(by_source, source, &v));
+    assert_true(json_object_get_double(v) == 37.0);
+    json_object_put(o);
+    ops->destroy(st);
+    ops->destroy(copy);
+    ops->destroy(merged);
+}
+
 static void
 test_empty_render_nulls(void **unused)
 {
@@ -148,6 +192,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_merge_same_bytes),
         cmocka_unit_test(test_latest_time_wins_and_render),
+        cmocka_unit_test(test_many_long_sources),
         cmocka_unit_test(test_empty_render_nulls),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_decode_refusals),

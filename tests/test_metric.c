@@ -210,6 +210,72 @@ assert_same_metric(const struct metric *a, const struct metric *b)
     buf_writer_destroy(&wb);
 }
 
+/* A new counter state holding one event of value 1 at TIME_US. */
+static void *
+one_counter_event(int64_t time_us)
+{
+    struct event ev = { .type = EVENT_COUNTER, .name = "c", .name_len = 1,
+                        .value = 1, .time_us = time_us, .source = "" };
+    void *state = counter_ops.create(NULL);
+
+    counter_ops.fold(state, &ev);
+    return state;
+}
+
+/* The rings keep only the buckets that hold something, but behave as the
+ * slot arrays of window.h: one bucket per slot (start / width mod
+ * capacity), a newer bucket evicts an older one of its slot and an older
+ * one is refused. */
+static void
+test_slot_reuse(void **unused)
+{
+    const struct ring_layout *ring = window_ring_layout(RING_10S);
+    int64_t period = ring->width_s * ring->capacity;     /* 910 s */
+    int64_t later = (T0 + period) * S;
+    struct metric *m = metric_create(EVENT_COUNTER, 1, NULL);
+    struct buf_writer w;
+    struct buf_reader rd;
+    struct metric *copy;
+    char err[128];
+
+    (void)unused;
+    fold_counter(m, T0 * S, 1, T0 * S);
+    fold_counter(m, (T0 + 10) * S, 1, T0 * S);
+    assert_non_null(metric_bucket_at(m, RING_10S, T0));
+    /* the same slot one period later: the old bucket goes */
+    fold_counter(m, later, 1, later);
+    assert_null(metric_bucket_at(m, RING_10S, T0));
+    assert_non_null(metric_bucket_at(m, RING_10S, T0 + 10));
+    assert_non_null(metric_bucket_at(m, RING_10S, T0 + period));
+    assert_int_equal(metric_expired(m), 0);
+    /* a bucket older than its slot's holder is refused */
+    assert_int_equal(metric_set_bucket(m, RING_10S, T0,
+                                       counter_ops.create(NULL)), -1);
+    assert_null(metric_bucket_at(m, RING_10S, T0));
+    /* a free slot takes any aligned start, in order among the others */
+    assert_int_equal(metric_set_bucket(m, RING_10S, T0 + 20,
+                                       one_counter_event((T0 + 20) * S)), 0);
+    assert_non_null(metric_bucket_at(m, RING_10S, T0 + 20));
+    assert_int_equal(metric_set_bucket(m, RING_10S, T0 + 25,
+                                       counter_ops.create(NULL)), -1);
+    /* the 1 min ring has its own slots: both of its buckets stay */
+    assert_non_null(metric_bucket_at(m, RING_1MIN, T0));
+    assert_non_null(metric_bucket_at(m, RING_1MIN, T0 + period - 10));
+    assert_int_equal(window_count(m, WINDOW_10M, later), 1);
+
+    /* the decoder wants increasing starts: T0 + 10, T0 + 20, T0 + 910 */
+    buf_writer_create(&w, 256);
+    metric_encode(m, &w);
+    buf_reader_init(&rd, w.data, w.len);
+    copy = metric_decode(&rd, err, sizeof(err));
+    assert_non_null(copy);
+    assert_non_null(metric_bucket_at(copy, RING_10S, T0 + 20));
+    assert_same_metric(m, copy);
+    metric_destroy(copy);
+    buf_writer_destroy(&w);
+    metric_destroy(m);
+}
+
 #define METRIC_EVENTS 200
 
 /* Folding into one metric == folding a split into several and merging
@@ -326,6 +392,7 @@ main(void)
         cmocka_unit_test(test_bucket_edges),
         cmocka_unit_test(test_rollover_of_each_window),
         cmocka_unit_test(test_late_and_future_events),
+        cmocka_unit_test(test_slot_reuse),
         cmocka_unit_test(test_render_counter_with_series),
         cmocka_unit_test(test_recent_is_not_windowed),
         cmocka_unit_test(test_merge_and_partials_property),

@@ -106,6 +106,53 @@ test_default_keep_is_100(void **unused)
     ops->destroy(st);
 }
 
+/* Long sources, each entry soon dropped: their bytes are reclaimed as the
+ * state goes (the sources' buffer is compacted), and the entries kept
+ * still read their own sources; so do a clone and a merge of the state
+ * into itself. */
+static void
+test_dropped_sources_reclaimed(void **unused)
+{
+    struct state_config cfg = { .recent_keep = 3 };
+    char source[EVENT_SOURCE_MAX + 1];
+    void *st = ops->create(&cfg), *copy;
+    struct json_object *o, *entries;
+
+    (void)unused;
+    for (int i = 0; i < 1000; i++) {
+        memset(source, 'a' + i % 26, EVENT_SOURCE_MAX);
+        source[EVENT_SOURCE_MAX] = '\0';
+        source[i % EVENT_SOURCE_MAX + 1] = '\0';    /* 1 .. 200 bytes */
+        fold(st, source, i, i);
+    }
+    copy = ops->clone(st);
+    teststate_assert_same_bytes(ops, st, copy);
+    /* with itself: 999, 999 (equal entries repeat), 998 */
+    assert_int_equal(ops->merge(copy, copy), 0);
+    teststate_check_roundtrip(ops, copy);
+    o = ops->render(copy, NULL);
+    assert_true(json_object_object_get_ex(o, "entries", &entries));
+    assert_int_equal(json_object_array_length(entries), 3);
+    /* entry 999: 'a' + 999 % 26 = 'l', 999 % 200 + 1 = 200 bytes */
+    memset(source, 'l', EVENT_SOURCE_MAX);
+    source[EVENT_SOURCE_MAX] = '\0';
+    assert_string_equal(json_object_get_string(json_object_object_get(
+                            json_object_array_get_idx(entries, 0), "source")),
+                        source);
+    assert_string_equal(json_object_get_string(json_object_object_get(
+                            json_object_array_get_idx(entries, 1), "source")),
+                        source);
+    /* entry 998: 'k', 199 bytes */
+    memset(source, 'k', EVENT_SOURCE_MAX);
+    source[199] = '\0';
+    assert_string_equal(json_object_get_string(json_object_object_get(
+                            json_object_array_get_idx(entries, 2), "source")),
+                        source);
+    json_object_put(o);
+    ops->destroy(copy);
+    ops->destroy(st);
+}
+
 static void
 test_merge_keeps_smaller_keep(void **unused)
 {
@@ -178,6 +225,7 @@ main(void)
         cmocka_unit_test(test_split_merge_same_bytes),
         cmocka_unit_test(test_order_ties_and_keep),
         cmocka_unit_test(test_default_keep_is_100),
+        cmocka_unit_test(test_dropped_sources_reclaimed),
         cmocka_unit_test(test_merge_keeps_smaller_keep),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_decode_refusals),

@@ -23,7 +23,8 @@
 #include "xalloc.h"
 
 #define STORE_BUCKETS_INITIAL 1024
-#define STORE_DIRTY_MAX 32            /* dirty starts kept per ring */
+#define STORE_DIRTY_MAX 8             /* dirty starts kept per ring; past
+                                         them a repair rewrites them all */
 #define STORE_EXPIRE_MARGIN_S 3600    /* closed values outlive retention */
 #define STORE_OPEN_EXPIRE_MARGIN_S 86400
 /* memcached reads a larger expiry as an absolute time */
