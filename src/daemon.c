@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonrpc.h"
 #include "log.h"
 
 #define DAEMON_NS_PER_US 1000
@@ -165,22 +166,7 @@ daemon_bus_config(const struct daemon_options *o, struct bus_config *c)
 struct json_object *
 daemon_parse_json(const void *text, size_t len)
 {
-    json_tokener *tok;
-    json_object *obj;
-
-    if (len > INT32_MAX)
-        return NULL;
-    tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT
-                                    | JSON_TOKENER_VALIDATE_UTF8);
-    obj = json_tokener_parse_ex(tok, text, (int)len);
-    if (obj != NULL && (json_tokener_get_error(tok) != json_tokener_success
-                        || json_tokener_get_parse_end(tok) != len)) {
-        json_object_put(obj);
-        obj = NULL;
-    }
-    json_tokener_free(tok);
-    return obj;
+    return jsonrpc_parse_json(text, len);
 }
 
 const char *

@@ -7,6 +7,7 @@
 #include "jsonrpc.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -540,4 +541,25 @@ int
 jsonrpc_call_is_done(const struct jsonrpc_call *call)
 {
     return call->state == JSONRPC_STATE_DONE;
+}
+
+json_object *
+jsonrpc_parse_json(const void *text, size_t len)
+{
+    json_tokener *tok;
+    json_object *obj;
+
+    if (len > INT32_MAX)
+        return NULL;
+    tok = json_tokener_new();
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT
+                                    | JSON_TOKENER_VALIDATE_UTF8);
+    obj = json_tokener_parse_ex(tok, text, (int)len);
+    if (obj != NULL && (json_tokener_get_error(tok) != json_tokener_success
+                        || json_tokener_get_parse_end(tok) != len)) {
+        json_object_put(obj);
+        obj = NULL;
+    }
+    json_tokener_free(tok);
+    return obj;
 }

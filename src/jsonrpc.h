@@ -90,6 +90,11 @@ size_t jsonrpc_batch_pending(const struct jsonrpc_batch *b);
  * check jsonrpc_batch_pending() first to tell the two apart. */
 char *jsonrpc_batch_response(struct jsonrpc_batch *b, size_t *len);
 
+/* Parses LEN bytes at TEXT as exactly one JSON value (strict JSON, valid
+ * UTF-8, nothing after it). Returns a new object owned by the caller, or
+ * NULL for anything else. */
+json_object *jsonrpc_parse_json(const void *text, size_t len);
+
 /* Frees B, its calls and everything they borrowed out of it. */
 void jsonrpc_batch_destroy(struct jsonrpc_batch *b);
 

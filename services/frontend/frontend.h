@@ -27,6 +27,7 @@
 #include "auth.h"
 #include "bus.h"
 #include "cache.h"
+#include "codec.h"
 #include "daemon.h"
 #include "event.h"
 #include "jsonrpc.h"
@@ -189,6 +190,10 @@ void frontend_maps_free(struct frontend *fe);
 int method_cluster_reshard(struct jsonrpc_call *call, void *ctx);
 
 /* ---- record.c ------------------------------------------------------- */
+/* Fills SB's header for a sub-batch made now (NOW_US) by this frontend
+ * under MAP_VERSION: a random 128-bit key, the frontend's origin. */
+void frontend_subbatch(struct frontend *fe, struct codec_subbatch *sb,
+                       uint64_t map_version, int64_t now_us);
 /* One encoded message of one sub-batch for an owning instance. */
 struct record_part {
     uint32_t instance;

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "cacheval.h"
 #include "codec.h"
@@ -652,14 +651,7 @@ method_metrics_delete(struct jsonrpc_call *call, void *ctx)
     meta_forget(fe->meta, s, len);
     meta_lookup(fe, s, len, &info);
 
-    memset(&sb, 0, sizeof(sb));
-    if (getrandom(sb.dedup_key, sizeof(sb.dedup_key), 0)
-        != (ssize_t)sizeof(sb.dedup_key))
-        log_warn("getrandom failed; dedup key is not random");
-    sb.origin = fe->origin;
-    sb.origin_len = strlen(fe->origin);
-    sb.map_version = frontend_map(fe)->version;
-    sb.created_us = now;
+    frontend_subbatch(fe, &sb, frontend_map(fe)->version, now);
     buf_writer_create(&out, 256);
     codec_message_begin(&enc, &out);
     codec_subbatch_begin(&enc, &sb);

@@ -254,14 +254,7 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
     struct codec_encoder enc;
     struct codec_subbatch sb;
 
-    memset(&sb, 0, sizeof(sb));
-    if (getrandom(sb.dedup_key, sizeof(sb.dedup_key), 0)
-        != (ssize_t)sizeof(sb.dedup_key))
-        log_warn("getrandom failed; dedup key is not random");
-    sb.origin = fe->origin;
-    sb.origin_len = strlen(fe->origin);
-    sb.map_version = r->map->version;
-    sb.created_us = now_us;
+    frontend_subbatch(fe, &sb, r->map->version, now_us);
     if (r->has_batch_key) {
         sb.flags = CODEC_SB_HAS_BATCH_KEY | CODEC_SB_ENVELOPE;
         memcpy(sb.batch_key, r->batch_key, CODEC_KEY_SIZE);
@@ -292,6 +285,20 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
         return NULL;
     }
     return buf_writer_release(&out, len);
+}
+
+void
+frontend_subbatch(struct frontend *fe, struct codec_subbatch *sb,
+                  uint64_t map_version, int64_t now_us)
+{
+    memset(sb, 0, sizeof(*sb));
+    if (getrandom(sb->dedup_key, sizeof(sb->dedup_key), 0)
+        != (ssize_t)sizeof(sb->dedup_key))
+        log_warn("getrandom failed; dedup key is not random");
+    sb->origin = fe->origin;
+    sb->origin_len = strlen(fe->origin);
+    sb->map_version = map_version;
+    sb->created_us = now_us;
 }
 
 void

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "codec.h"
 #include "frontend.h"
@@ -194,14 +193,7 @@ reshard_message(struct frontend *fe, const struct slotmap *map, size_t *len)
     struct codec_subbatch sb;
     uint8_t *data = NULL;
 
-    memset(&sb, 0, sizeof(sb));
-    if (getrandom(sb.dedup_key, sizeof(sb.dedup_key), 0)
-        != (ssize_t)sizeof(sb.dedup_key))
-        log_warn("getrandom failed; dedup key is not random");
-    sb.origin = fe->origin;
-    sb.origin_len = strlen(fe->origin);
-    sb.map_version = map->version;
-    sb.created_us = daemon_now_us();
+    frontend_subbatch(fe, &sb, map->version, daemon_now_us());
     buf_writer_create(&text, 1024);
     slotmap_format(map, &text);
     buf_writer_create(&out, text.len + 128);

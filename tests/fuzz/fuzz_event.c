@@ -1,6 +1,6 @@
 /*
  * fuzz_event: event objects as a client sends them. The input is parsed
- * with json-c the way daemon_parse_json does (strict, UTF-8 checked, the
+ * with jsonrpc_parse_json, as daemon_parse_json does (strict, UTF-8 checked, the
  * whole input one value); an object is one event, an array a list of them
  * (the "events" of events.record). Each goes through event_from_json.
  *
@@ -18,30 +18,8 @@
 #include "buf.h"
 #include "codec.h"
 #include "event.h"
+#include "jsonrpc.h"
 #include "fuzz.h"
-
-/* The call sequence of daemon_parse_json (src/daemon.c), which pulls in
- * the AMQP and memcached layers and so is not linked here. */
-static json_object *
-fuzz_parse_json(const void *text, size_t len)
-{
-    json_tokener *tok;
-    json_object *obj;
-
-    if (len > INT32_MAX)
-        return NULL;
-    tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT
-                                    | JSON_TOKENER_VALIDATE_UTF8);
-    obj = json_tokener_parse_ex(tok, text, (int)len);
-    if (obj != NULL && (json_tokener_get_error(tok) != json_tokener_success
-                        || json_tokener_get_parse_end(tok) != len)) {
-        json_object_put(obj);
-        obj = NULL;
-    }
-    json_tokener_free(tok);
-    return obj;
-}
 
 static int
 same_bytes(const char *a, size_t alen, const char *b, size_t blen)
@@ -122,7 +100,7 @@ check_event(json_object *obj)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    json_object *root = fuzz_parse_json(data, size);
+    json_object *root = jsonrpc_parse_json(data, size);
 
     if (root == NULL)
         return 0;

@@ -23,6 +23,7 @@ import uuid
 
 from busmsg import counter_event, map_entry, message, names_in, subbatch
 from harness import _amqp, eventually, post_raw, rpc, rpc_result
+from test_reshard import record_counters as record
 
 CLUSTER = {'instances': 2, 'frontends': 1}
 MAP2 = ('tally-slotmap 1\nversion 2\ninstances 3\n0-1365 0\n1366-2047 2\n'
@@ -45,15 +46,6 @@ def publish(env, exchange, key, body, content_type='application/octet-stream'):
                          mandatory=True)
     finally:
         conn.close()
-
-
-def record(url, metrics, value=1, batch=None):
-    params = {'events': [{'name': n, 'type': 'counter', 'value': value}
-                         for n in metrics]}
-    if batch is not None:
-        params['batch'] = batch
-    r = rpc_result(url, 'events.record', params)
-    assert r == {'accepted': len(metrics), 'rejected': []}, r
 
 
 def counts(url, metrics):
