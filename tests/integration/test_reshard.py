@@ -22,53 +22,74 @@ def names():
     return ['reshard.c%02d' % i for i in range(METRICS)]
 
 
+DUPLICATE_EVERY = 5       # every 5th call is sent again, as a client retry
+
+
 class Load:
-    """Calls events.record in a loop from one thread, each call with a
-    batch id, retried until accepted; counts what was sent per metric."""
+    """Calls events.record in a loop from two threads, each call with a
+    batch id, retried until accepted, and every DUPLICATE_EVERY-th call
+    sent once more through the other frontend (a retry after a lost
+    answer); counts what was sent per metric."""
 
     def __init__(self, urls):
         self.urls = urls
         self.sent = {n: 0 for n in names()}
         self.calls = 0
         self.retries = 0
+        self.duplicates = 0
+        self.lock = threading.Lock()
         self.stop = threading.Event()
         self.error = None
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.threads = [threading.Thread(target=self.run, args=(t,),
+                                         daemon=True) for t in range(2)]
 
-    def run(self):
-        k = 0
+    def call(self, url, events, batch):
+        """One events.record call, retried until accepted."""
+        attempt = 0
+        while True:
+            resp = rpc(self.urls[(self.urls.index(url) + attempt)
+                                 % len(self.urls)], 'events.record',
+                       {'events': events, 'batch': batch})
+            if 'result' in resp:
+                assert resp['result']['accepted'] == EVENTS, resp
+                return
+            attempt += 1
+            with self.lock:
+                self.retries += 1
+            assert attempt < 100, resp
+            time.sleep(0.05)
+
+    def run(self, t):
+        k = t * EVENTS
         try:
             while not self.stop.is_set():
                 events = [{'name': names()[(k + j) % METRICS],
                            'type': 'counter', 'value': 1}
                           for j in range(EVENTS)]
                 batch = str(uuid.uuid4())
-                attempt = 0
-                while True:
-                    url = self.urls[(k + attempt) % len(self.urls)]
-                    resp = rpc(url, 'events.record',
-                               {'events': events, 'batch': batch})
-                    if 'result' in resp:
-                        assert resp['result']['accepted'] == EVENTS, resp
-                        break
-                    attempt += 1
-                    self.retries += 1
-                    assert attempt < 100, resp
-                    time.sleep(0.05)
-                for e in events:
-                    self.sent[e['name']] += 1
-                self.calls += 1
-                k += EVENTS
+                n = k // EVENTS
+                self.call(self.urls[n % len(self.urls)], events, batch)
+                if n % DUPLICATE_EVERY == 0:
+                    self.call(self.urls[(n + 1) % len(self.urls)], events,
+                              batch)
+                with self.lock:
+                    for e in events:
+                        self.sent[e['name']] += 1
+                    self.calls += 1
+                    self.duplicates += n % DUPLICATE_EVERY == 0
+                k += 2 * EVENTS
         except BaseException as e:          # reported by join()
             self.error = e
 
     def __enter__(self):
-        self.thread.start()
+        for t in self.threads:
+            t.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join(60)
+        for t in self.threads:
+            t.join(60)
         return False
 
     def check(self):
@@ -139,7 +160,8 @@ def test_scale_2_3_4_2_under_load(env):
     exact(env, load)
     st = status(env)
     assert [i['slots'] for i in st['instances']] == [2048, 2048], st
-    print('    %d calls, %d retries' % (load.calls, load.retries))
+    print('    %d calls, %d sent twice, %d retries after errors'
+          % (load.calls, load.duplicates, load.retries))
 
 
 def record_counters(url, metrics, value=1, batch=None):
