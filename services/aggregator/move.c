@@ -89,6 +89,8 @@ move_install(struct move *m, struct slotmap *next, uint8_t *leaving)
 
         leaving[s] = before == m->self && after != m->self;
         out += leaving[s];
+        if (leaving[s])     /* its new owner waits for what this one has */
+            m->awaiting[s] = 0;
         if (after == m->self && before != m->self) {
             in++;
             /* A handoff made under this map may have come first. */
