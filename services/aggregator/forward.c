@@ -24,12 +24,14 @@ struct forward_entry {
     uint8_t key[FORWARD_KEY_SIZE];
     uint8_t *data;
     size_t len;
+    int tag;                            /* forward_create's TAG of data */
     int in_flight;
     int64_t retry_at_us;                /* monotonic */
 };
 
 struct forward {
     struct publisher *pub;
+    int (*tag)(const uint8_t *data, size_t len);
     pthread_mutex_t lock;
     struct forward_entry *pending;
     size_t count;
@@ -50,11 +52,13 @@ forward_entry_free(struct forward_entry *e)
 }
 
 struct forward *
-forward_create(struct publisher *pub)
+forward_create(struct publisher *pub,
+               int (*tag)(const uint8_t *data, size_t len))
 {
     struct forward *f = xcalloc(1, sizeof(*f));
 
     f->pub = pub;
+    f->tag = tag;
     pthread_mutex_init(&f->lock, NULL);
     return f;
 }
@@ -215,6 +219,7 @@ forward_add(struct forward *f, uint32_t instance,
     memcpy(e->key, key, FORWARD_KEY_SIZE);
     e->data = data;
     e->len = len;
+    e->tag = f->tag(data, len);
     pthread_mutex_lock(&f->lock);
     e->in_flight = !f->hold;
     e->next = f->pending;
@@ -255,14 +260,13 @@ forward_poll(struct forward *f)
 }
 
 size_t
-forward_pending_if(struct forward *f,
-                   int (*match)(const uint8_t *data, size_t len))
+forward_pending_tagged(struct forward *f, int tag)
 {
     size_t n = 0;
 
     pthread_mutex_lock(&f->lock);
     for (const struct forward_entry *e = f->pending; e != NULL; e = e->next)
-        n += !e->notice && match(e->data, e->len);
+        n += !e->notice && e->tag == tag;
     pthread_mutex_unlock(&f->lock);
     return n;
 }
@@ -326,6 +330,7 @@ forward_decode(struct forward *f, struct buf_reader *in, char *err,
             memcpy(e->key, key, FORWARD_KEY_SIZE);
             e->data = copy;
             e->len = len;
+            e->tag = f->tag(copy, len);
             pthread_mutex_lock(&f->lock);
             e->next = f->pending;
             f->pending = e;

@@ -26,8 +26,10 @@
 
 struct forward;
 
-/* PUB (borrowed) publishes the forwards. */
-struct forward *forward_create(struct publisher *pub);
+/* PUB (borrowed) publishes the forwards. TAG classifies each forward's
+ * message once, when it is added or loaded (forward_pending_tagged). */
+struct forward *forward_create(struct publisher *pub,
+                               int (*tag)(const uint8_t *data, size_t len));
 /* Frees the pending forwards; stop PUB first. */
 void forward_destroy(struct forward *f);
 
@@ -57,9 +59,8 @@ void forward_add_notice(struct forward *f, const char *exchange,
 /* Sends again the forwards that failed, at most every retry interval. */
 void forward_poll(struct forward *f);
 size_t forward_pending(struct forward *f);
-/* The pending forwards whose message MATCH says 1 to. */
-size_t forward_pending_if(struct forward *f,
-                          int (*match)(const uint8_t *data, size_t len));
+/* The pending forwards whose message TAG classified as TAG. */
+size_t forward_pending_tagged(struct forward *f, int tag);
 /* Snapshot: the pending forwards (instance varint, key 16 bytes, message
  * string); notices are not kept. */
 void forward_encode(struct forward *f, struct buf_writer *out);

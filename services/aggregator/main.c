@@ -749,7 +749,7 @@ agg_commit(struct aggregator *a, struct agg_pending *pending, size_t n)
     return 0;
 }
 
-/* 1 for a HANDOFF message (forward_pending_if). */
+/* The tag of a forward (forward_create): 1 for a HANDOFF message. */
 static int
 agg_is_handoff(const uint8_t *data, size_t len)
 {
@@ -772,7 +772,7 @@ agg_moves_status(struct aggregator *a)
     json_object *o = json_object_new_object();
     struct move_stats ms;
     size_t awaiting = move_awaiting_count(a->move);
-    size_t handoffs = forward_pending_if(a->forward, agg_is_handoff);
+    size_t handoffs = forward_pending_tagged(a->forward, 1);
 
     move_stats(a->move, &ms);
     json_object_object_add(o, "from_version",
@@ -1216,7 +1216,7 @@ main(int argc, char **argv)
              a.opts.instance);
     a.forwarder = publisher_create(&a.bus_config, start->instances,
                                    DAEMON_BUS_TIMEOUT_MS, tag);
-    a.forward = forward_create(a.forwarder);
+    a.forward = forward_create(a.forwarder, agg_is_handoff);
     forward_hold(a.forward, 1);             /* until the replay is done */
     a.durable = durable_open(a.opts.data_dir, a.store, a.forward, a.move,
                              a.opts.dedup_horizon_s * AGG_US_PER_S,
