@@ -1,5 +1,6 @@
 /*
- * crc32c: byte-at-a-time table-driven CRC-32C. The table below holds, for
+ * crc32c: CRC-32C, with the SSE4.2 crc32 instruction where the CPU has it
+ * (x86-64), else byte-at-a-time from a table. The table below holds, for
  * each byte value b, the reflected CRC of b alone (eight shift/xor steps
  * with CRC32C_POLY_REFLECTED); it is a constant so that the function needs
  * no initialisation and is safe from any thread. tests/test_codec.c checks
@@ -8,8 +9,14 @@
  *   crc := ~init
  *   for each byte x:  crc := table[(crc ^ x) & 0xff] ^ (crc >> 8)
  *   return ~crc
+ *
+ * The instruction computes the same step over 8 bytes at a time, which
+ * made the checksum of bus messages and WAL records several percent of the
+ * whole benchmark's CPU cheaper (bench/README.md).
  */
 #include "crc32c.h"
+
+#include <string.h>
 
 static const uint32_t crc32c_table[256] = {
     0x00000000, 0xf26b8303, 0xe13b70f7, 0x1350f3f4, 0xc79a971f, 0x35f1141c,
@@ -58,7 +65,7 @@ static const uint32_t crc32c_table[256] = {
 };
 
 uint32_t
-crc32c(uint32_t init, const void *data, size_t len)
+crc32c_portable(uint32_t init, const void *data, size_t len)
 {
     const unsigned char *p = data;
     uint32_t crc = ~init;
@@ -66,4 +73,32 @@ crc32c(uint32_t init, const void *data, size_t len)
     for (size_t i = 0; i < len; i++)
         crc = crc32c_table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
     return ~crc;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_sse42(uint32_t init, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t crc = ~init;
+    uint64_t word;
+
+    for (; len >= sizeof(word); p += sizeof(word), len -= sizeof(word)) {
+        memcpy(&word, p, sizeof(word));
+        crc = __builtin_ia32_crc32di(crc, word);
+    }
+    for (; len > 0; p++, len--)
+        crc = __builtin_ia32_crc32qi((uint32_t)crc, *p);
+    return ~(uint32_t)crc;
+}
+#endif
+
+uint32_t
+crc32c(uint32_t init, const void *data, size_t len)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("sse4.2"))
+        return crc32c_sse42(init, data, len);
+#endif
+    return crc32c_portable(init, data, len);
 }

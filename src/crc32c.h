@@ -20,4 +20,8 @@
  * extend it over more bytes. Pure; thread-safe. */
 uint32_t crc32c(uint32_t init, const void *data, size_t len);
 
+/* The same, always by table: what crc32c does on a CPU without SSE4.2.
+ * Exposed so that tests compare both paths. */
+uint32_t crc32c_portable(uint32_t init, const void *data, size_t len);
+
 #endif

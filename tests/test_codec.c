@@ -410,10 +410,17 @@ test_crc32c_vector(void **unused)
     for (int round = 0; round < CRC_RANDOM_ROUNDS; round++) {
         size_t n = (size_t)testrand_below(&r, sizeof(buf) + 1);
 
+        size_t at = (size_t)testrand_below(&r, n + 1);
+
         for (size_t i = 0; i < n; i++)
             buf[i] = (uint8_t)testrand_next(&r);
         assert_int_equal(crc32c(0, buf, n), crc32c_bitwise(buf, n));
+        assert_int_equal(crc32c_portable(0, buf, n), crc32c_bitwise(buf, n));
+        /* Continued from a split at any byte, so unaligned words too. */
+        assert_int_equal(crc32c(crc32c(0, buf, at), buf + at, n - at),
+                         crc32c_bitwise(buf, n));
     }
+    assert_int_equal(crc32c_portable(0, "123456789", 9), 0xE3069283u);
 }
 
 /* ---- round trips ---------------------------------------------------- */
