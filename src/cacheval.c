@@ -20,9 +20,20 @@ cacheval_fail(char *err, size_t errlen, const char *reason)
     return -1;
 }
 
+/* Appends "ring u8, start svarint, state" of M's bucket. */
+static void
+cacheval_put_bucket(const struct metric *m, enum ring ring, int64_t start,
+                    const void *bucket, struct buf_writer *out)
+{
+    buf_put_u8(out, (uint8_t)ring);
+    buf_put_svarint(out, start);
+    state_ops_for(metric_type(m))->encode(bucket, out);
+}
+
 void
 cacheval_encode_open(const struct metric *m, struct codec_cache_header *h,
-                     int64_t now_us, struct buf_writer *out)
+                     int64_t now_us, const struct cacheval_bucket *closed,
+                     size_t n_closed, struct buf_writer *out)
 {
     const struct state_ops *ops = state_ops_for(metric_type(m));
     int64_t first_us, last_us;
@@ -59,9 +70,19 @@ cacheval_encode_open(const struct metric *m, struct codec_cache_header *h,
 
         if (bucket == NULL)
             continue;
-        buf_put_u8(out, (uint8_t)r);
-        buf_put_svarint(out, start);
-        ops->encode(bucket, out);
+        cacheval_put_bucket(m, (enum ring)r, start, bucket, out);
+        count++;
+    }
+    for (size_t i = 0; i < n_closed && h->version != 1
+                       && count < CACHEVAL_HELD_MAX; i++) {
+        const struct cacheval_bucket *b = &closed[i];
+        const void *bucket = metric_bucket_at(m, b->ring, b->start_s);
+
+        if (bucket == NULL
+            || b->start_s == window_align(now_us,
+                                          window_ring_layout(b->ring)->width_s))
+            continue;
+        cacheval_put_bucket(m, b->ring, b->start_s, bucket, out);
         count++;
     }
     out->data[count_at] = count;
@@ -121,6 +142,19 @@ cacheval_get_bucket(struct buf_reader *in, enum event_type type,
     return state;
 }
 
+/* 1 if OPEN already holds a bucket that a bucket of RING at START may not
+ * join: the same bucket, or in version 1 any other of that ring. */
+static int
+cacheval_repeated(const struct cacheval_open *open, enum ring ring,
+                  int64_t start)
+{
+    for (size_t i = 0; i < open->held_count; i++)
+        if (open->held[i].ring == ring
+            && (open->held[i].start_s == start || open->header.version == 1))
+            return 1;
+    return 0;
+}
+
 int
 cacheval_decode_open(const uint8_t *value, size_t len,
                      struct cacheval_open *out, char *err, size_t errlen)
@@ -132,8 +166,6 @@ cacheval_decode_open(const uint8_t *value, size_t len,
     enum event_type type;
 
     memset(out, 0, sizeof(*out));
-    for (int r = 0; r < RING_COUNT; r++)
-        out->open_start[r] = -1;
     buf_reader_init(&in, value, len);
     if (codec_cache_header_decode(&in, &out->header, err, errlen) != 0)
         return -1;
@@ -175,7 +207,7 @@ cacheval_decode_open(const uint8_t *value, size_t len,
         state = cacheval_get_bucket(&in, type, &ring, &start, err, errlen);
         if (state == NULL)
             goto fail;
-        if (out->open_start[ring] != -1) {
+        if (cacheval_repeated(out, ring, start)) {
             /* not handed to the metric yet: ours to free */
             state_ops_for(type)->destroy(state);
             cacheval_fail(err, errlen, "open bucket repeated or refused");
@@ -185,7 +217,7 @@ cacheval_decode_open(const uint8_t *value, size_t len,
             cacheval_fail(err, errlen, "open bucket repeated or refused");
             goto fail;
         }
-        out->open_start[ring] = start;
+        out->held[out->held_count++] = (struct cacheval_bucket){ ring, start };
     }
     if (buf_remaining(&in) != 0) {
         cacheval_fail(err, errlen, "trailing bytes");
@@ -198,6 +230,15 @@ truncated:
 fail:
     cacheval_open_release(out);
     return -1;
+}
+
+static int
+cacheval_holds(const struct cacheval_open *open, enum ring ring, int64_t start)
+{
+    for (size_t i = 0; i < open->held_count; i++)
+        if (open->held[i].ring == ring && open->held[i].start_s == start)
+            return 1;
+    return 0;
 }
 
 int
@@ -226,7 +267,7 @@ cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
         state_ops_for((enum event_type)h.type)->destroy(state);
         return cacheval_fail(err, errlen, "trailing bytes");
     }
-    if (open->open_start[ring] == start && h.sequence < open->header.sequence) {
+    if (cacheval_holds(open, ring, start) && h.sequence < open->header.sequence) {
         state_ops_for((enum event_type)h.type)->destroy(state);
         return 0;
     }

@@ -10,7 +10,9 @@
  *                  holds, so a reader can tell a missing value (evicted,
  *                  flushed) from an empty bucket,
  *                  count u8, count x (ring u8, start_s svarint, state)
- *                  -- the bucket of each ring holding "now" at the flush
+ *                  -- version 1: the bucket of each ring holding "now" at
+ *                  the flush; version 2: those, and closed buckets that
+ *                  still change (late events), several per ring
  *   closed bucket  ring u8, start_s svarint, state
  *   tombstone      (empty)
  *
@@ -31,22 +33,34 @@
 #include "codec.h"
 #include "metric.h"
 
+#define CACHEVAL_HELD_MAX 255     /* buckets in one open value: u8 count */
+
+/* One bucket of a metric: its ring and start. */
+struct cacheval_bucket {
+    enum ring ring;
+    int64_t start_s;
+};
+
 /* A decoded open-buckets or tombstone value. */
 struct cacheval_open {
     struct codec_cache_header header;
     struct metric *metric;            /* owned; NULL for a tombstone */
-    int64_t open_start[RING_COUNT];   /* bucket held per ring, or -1 */
+    struct cacheval_bucket held[CACHEVAL_HELD_MAX];  /* the buckets the */
+    size_t held_count;                               /* open value holds */
     int64_t *present[RING_COUNT];     /* owned: starts the owner holds */
     size_t present_count[RING_COUNT];
 };
 
 /* Append a whole value, header H included (H's kind is set here; its type
- * must be M's, 0 for the tombstone). The open value holds M's `all` and,
- * for each ring, the bucket holding NOW_US if M has it.
+ * must be M's, 0 for the tombstone; its version says the format). The open
+ * value holds M's `all` and, for each ring, the bucket holding NOW_US if M
+ * has it; in version 2 also the N closed buckets CLOSED[] that M has (at
+ * most CACHEVAL_HELD_MAX - RING_COUNT; none in version 1).
  * cacheval_encode_closed returns -1 (OUT untouched) if M has no such
  * bucket. */
 void cacheval_encode_open(const struct metric *m, struct codec_cache_header *h,
-                          int64_t now_us, struct buf_writer *out);
+                          int64_t now_us, const struct cacheval_bucket *closed,
+                          size_t n, struct buf_writer *out);
 int cacheval_encode_closed(const struct metric *m,
                            struct codec_cache_header *h, enum ring ring,
                            int64_t start_s, struct buf_writer *out);
@@ -61,9 +75,9 @@ int cacheval_decode_open(const uint8_t *value, size_t len,
                          struct cacheval_open *out, char *err, size_t errlen);
 
 /* Puts the bucket of a closed-bucket value into OPEN's metric unless the
- * open value holds a fresher copy of it or the value belongs to another
- * generation or type. 1 applied, 0 skipped, -1 malformed (reason in
- * ERR). */
+ * open value holds a fresher copy of it (a higher sequence) or the value
+ * belongs to another generation or type. 1 applied, 0 skipped, -1
+ * malformed (reason in ERR). */
 int cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
                           size_t len, char *err, size_t errlen);
 

@@ -1128,10 +1128,13 @@ codec_cache_header_encode(const struct codec_cache_header *h,
 {
     static const uint8_t zero[CODEC_CACHE_RESERVED_BYTES];
 
-    if (!codec_cache_kind_ok(h->kind) || !codec_cache_type_ok(h->kind, h->type))
+    uint8_t version = h->version != 0 ? h->version : CODEC_CACHE_VERSION;
+
+    if (version < CODEC_CACHE_VERSION_OLDEST || version > CODEC_CACHE_VERSION
+        || !codec_cache_kind_ok(h->kind) || !codec_cache_type_ok(h->kind, h->type))
         return -1;
     buf_put_bytes(out, CODEC_CACHE_MAGIC, CODEC_CACHE_MAGIC_LEN);
-    buf_put_u8(out, CODEC_CACHE_VERSION);
+    buf_put_u8(out, version);
     buf_put_u8(out, h->kind);
     buf_put_u8(out, h->type);
     buf_put_bytes(out, zero, sizeof(zero));
@@ -1160,7 +1163,7 @@ codec_cache_header_decode(struct buf_reader *in, struct codec_cache_header *out,
     version = p[CODEC_CACHE_OFF_VERSION];
     kind = p[CODEC_CACHE_OFF_KIND];
     type = p[CODEC_CACHE_OFF_TYPE];
-    if (version != CODEC_CACHE_VERSION) {
+    if (version < CODEC_CACHE_VERSION_OLDEST || version > CODEC_CACHE_VERSION) {
         errmsg_say(err, errlen, "unsupported cache version %u", version);
         goto fail;
     }

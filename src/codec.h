@@ -254,7 +254,8 @@ size_t codec_message_size(const struct codec_encoder *enc);
 
 #define CODEC_CACHE_MAGIC "TC"
 #define CODEC_CACHE_MAGIC_LEN 2
-#define CODEC_CACHE_VERSION 1
+#define CODEC_CACHE_VERSION 2          /* the newest, written by default */
+#define CODEC_CACHE_VERSION_OLDEST 1   /* the oldest still read */
 #define CODEC_CACHE_HEADER_SIZE 32
 
 enum codec_cache_kind {
@@ -264,8 +265,8 @@ enum codec_cache_kind {
 };
 
 struct codec_cache_header {
-    uint8_t version;          /* decode sets it; encode always writes
-                                 CODEC_CACHE_VERSION */
+    uint8_t version;          /* decode sets it; encode writes it, and
+                                 CODEC_CACHE_VERSION when it is 0 */
     uint8_t kind;             /* enum codec_cache_kind */
     uint8_t type;             /* enum event_type; 0 allowed for TOMBSTONE */
     uint64_t generation;
@@ -274,7 +275,7 @@ struct codec_cache_header {
 };
 
 /* Appends the 32-byte header for H to OUT. 0, or -1 (OUT untouched) if
- * H's kind or type is out of range. */
+ * H's version, kind or type is out of range. */
 int codec_cache_header_encode(const struct codec_cache_header *h,
                               struct buf_writer *out);
 

@@ -648,11 +648,11 @@ test_invalid_value_header(void **state)
     memcpy(value, w.data, sizeof(value));
     buf_writer_destroy(&w);
 
-    value[2] = 2;   /* version */
+    value[2] = 3;   /* version */
     assert_int_equal(cache_put(c, name, strlen(name), key, strlen(key), value,
                                sizeof(value), 0, err, sizeof(err)), -1);
     snprintf(expect, sizeof(expect),
-             "cache value for %s: unsupported cache version 2", key);
+             "cache value for %s: unsupported cache version 3", key);
     assert_string_equal(err, expect);
 
     value[2] = 1;
@@ -1169,12 +1169,12 @@ test_put_many_forward_only(void **state)
     batch_set(&b, ABSENT, 1, 1, "first");
     batch_set(&b, GARBAGE, 1, 1, "good");
     batch_set(&b, INVALID, 3, 9, "invalid");
-    b.values[INVALID].data[2] = 2;   /* version */
+    b.values[INVALID].data[2] = 3;   /* version */
 
     assert_int_equal(cache_put_many(c, b.writes, WRITES, err, sizeof(err)),
                      -1);
     snprintf(expect, sizeof(expect),
-             "cache value for %s: unsupported cache version 2",
+             "cache value for %s: unsupported cache version 3",
              b.keys[INVALID]);
     assert_string_equal(err, expect);
     assert_int_equal(b.writes[NEWER].status, 1);

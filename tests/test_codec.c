@@ -1308,7 +1308,8 @@ test_cache_header(void **unused)
         0x2a, 0, 0, 0, 0, 0, 0, 0,
         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     };
-    struct codec_cache_header h = { .kind = CODEC_CACHE_CLOSED_BUCKET,
+    struct codec_cache_header h = { .version = 1,
+                                    .kind = CODEC_CACHE_CLOSED_BUCKET,
                                     .type = EVENT_PERCENTILE,
                                     .generation = 0x0102030405060708ULL,
                                     .map_version = 42,
@@ -1328,12 +1329,27 @@ test_cache_header(void **unused)
     buf_reader_init(&r, w.data, w.len);
     assert_int_equal(codec_cache_header_decode(&r, &d, err, sizeof(err)), 0);
     assert_int_equal(r.pos, CODEC_CACHE_HEADER_SIZE);
-    assert_int_equal(d.version, CODEC_CACHE_VERSION);
+    assert_int_equal(d.version, 1);
     assert_int_equal(d.kind, CODEC_CACHE_CLOSED_BUCKET);
     assert_int_equal(d.type, EVENT_PERCENTILE);
     assert_true(d.generation == 0x0102030405060708ULL);
     assert_true(d.map_version == 42);
     assert_true(d.sequence == UINT64_MAX);
+
+    /* Version 0 means the newest; both versions read back; 3 is unknown. */
+    h.version = 0;
+    buf_writer_reset(&w);
+    assert_int_equal(codec_cache_header_encode(&h, &w), 0);
+    assert_int_equal(w.data[2], CODEC_CACHE_VERSION);
+    assert_int_equal(CODEC_CACHE_VERSION, 2);
+    buf_reader_init(&r, w.data, w.len);
+    assert_int_equal(codec_cache_header_decode(&r, &d, err, sizeof(err)), 0);
+    assert_int_equal(d.version, 2);
+    h.version = 3;
+    buf_writer_reset(&w);
+    assert_int_equal(codec_cache_header_encode(&h, &w), -1);
+    assert_int_equal(w.len, 0);
+    h.version = 1;
 
     /* Tombstones may carry type 0; other kinds may not. */
     h.kind = CODEC_CACHE_TOMBSTONE;
@@ -1359,10 +1375,14 @@ test_cache_header(void **unused)
     assert_string_equal(err, "bad cache magic");
     assert_int_equal(r.pos, 0);
     memcpy(bad, expected, sizeof(expected));
-    bad[2] = 2;
+    bad[2] = 3;
     buf_reader_init(&r, bad, CODEC_CACHE_HEADER_SIZE);
     assert_int_equal(codec_cache_header_decode(&r, &d, err, sizeof(err)), -1);
-    assert_string_equal(err, "unsupported cache version 2");
+    assert_string_equal(err, "unsupported cache version 3");
+    bad[2] = 0;
+    buf_reader_init(&r, bad, CODEC_CACHE_HEADER_SIZE);
+    assert_int_equal(codec_cache_header_decode(&r, &d, err, sizeof(err)), -1);
+    assert_string_equal(err, "unsupported cache version 0");
     memcpy(bad, expected, sizeof(expected));
     bad[3] = 0;
     buf_reader_init(&r, bad, CODEC_CACHE_HEADER_SIZE);

@@ -66,6 +66,7 @@ struct agg_options {
     long flush_interval_ms;
     long prefetch;
     long idle_expiry_s;
+    long cache_format;
     long metrics_max;
     char *data_dir;
     long snapshot_interval_s;
@@ -85,6 +86,10 @@ static const struct config_option agg_table[] = {
      65535, "unacked deliveries in flight"},
     {"idle-expiry-s", CONFIG_INT, offsetof(struct agg_options, idle_expiry_s),
      "604800", 1, 31536000, "collect a metric idle this long (seconds)"},
+    {"cache-format", CONFIG_INT, offsetof(struct agg_options, cache_format),
+     "2", CODEC_CACHE_VERSION_OLDEST, CODEC_CACHE_VERSION,
+     "cache value version to write; 1 while frontends of a release "
+     "before it still read the cache (schema/cache-value.md)"},
     {"metrics-max", CONFIG_INT, offsetof(struct agg_options, metrics_max),
      "1000000", 0, 1000000000, "quota: most live metrics on this instance "
      "(0 = none); events of a new metric beyond it go to tally.rejected"},
@@ -231,6 +236,7 @@ agg_notice(struct aggregator *a, const struct store_notice *n)
         char key[CACHE_KEY_MAX];
         size_t key_len = cache_key_open(key, n->name, strlen(n->name));
 
+        h.version = (uint8_t)a->opts.cache_format;
         h.generation = n->generation;
         h.map_version = move_map(a->move)->version;
         h.sequence = n->sequence;
@@ -1185,7 +1191,7 @@ main(int argc, char **argv)
     snprintf(a.rpc_queue, sizeof(a.rpc_queue), "tally.rpc.%ld",
              a.opts.instance);
     a.store = store_create(a.opts.idle_expiry_s, (uint64_t)a.opts.metrics_max,
-                           daemon_now_us());
+                           daemon_now_us(), (int)a.opts.cache_format);
     pthread_mutex_init(&a.flush_lock, NULL);
     if (a.opts.http_port != 0) {
         struct http_config hc = {0};

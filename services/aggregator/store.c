@@ -23,8 +23,12 @@
 #include "xalloc.h"
 
 #define STORE_BUCKETS_INITIAL 1024
-#define STORE_DIRTY_MAX 8             /* dirty starts kept per ring; past
-                                         them a repair rewrites them all */
+#define STORE_UNSETTLED_MAX 12        /* unsettled starts kept per ring;
+                                         past them a repair rewrites all */
+#define STORE_HELD_KEEP 8             /* closed buckets an open value keeps
+                                         per ring; the oldest settle first */
+#define STORE_SETTLE_FLUSHES 4        /* flushes without a change before a
+                                         held bucket gets its own value */
 #define STORE_EXPIRE_MARGIN_S 3600    /* closed values outlive retention */
 #define STORE_OPEN_EXPIRE_MARGIN_S 86400
 /* memcached reads a larger expiry as an absolute time */
@@ -45,8 +49,15 @@ struct store_entry {
     int repair;                    /* rewrite every bucket at next flush */
     int tombstone_pending;         /* the cache tombstone must be written */
     int64_t open_start[RING_COUNT];   /* bucket in the last open value */
-    int64_t dirty_start[RING_COUNT][STORE_DIRTY_MAX];
-    int dirty_count[RING_COUNT];
+    /* Per ring, the buckets whose newest state has no closed value of its
+     * own yet: changed since the last flush (quiet 0) or, in cache format
+     * 2, closed buckets that late events still touch, which the open value
+     * holds until they have been quiet for STORE_SETTLE_FLUSHES flushes
+     * (schema/cache-value.md). One value per flush instead of one per
+     * touched bucket. */
+    int64_t unsettled_start[RING_COUNT][STORE_UNSETTLED_MAX];
+    uint8_t unsettled_quiet[RING_COUNT][STORE_UNSETTLED_MAX];
+    uint8_t unsettled_count[RING_COUNT];
 };
 
 struct store {
@@ -58,15 +69,17 @@ struct store {
     int64_t idle_expiry_s;
     uint64_t metrics_max;          /* quota on live metrics; 0 = none */
     uint64_t sequence_floor;       /* no cache sequence starts below it */
+    uint8_t cache_format;          /* cache value version written */
     struct store_stats stats;
 };
 
 struct store *
 store_create(int64_t idle_expiry_s, uint64_t metrics_max,
-             int64_t sequence_floor)
+             int64_t sequence_floor, int cache_format)
 {
     struct store *s = xcalloc(1, sizeof(*s));
 
+    s->cache_format = (uint8_t)cache_format;
     s->sequence_floor = (uint64_t)sequence_floor;
     pthread_mutex_init(&s->lock, NULL);
     s->table_size = STORE_BUCKETS_INITIAL;
@@ -181,15 +194,18 @@ store_mark(struct store_entry *e, int64_t time_us, int64_t now_us)
         int64_t start = window_align(time_us, window_ring_layout(r)->width_s);
         int i;
 
-        for (i = 0; i < e->dirty_count[r]; i++)
-            if (e->dirty_start[r][i] == start)
+        for (i = 0; i < e->unsettled_count[r]; i++)
+            if (e->unsettled_start[r][i] == start)
                 break;
-        if (i < e->dirty_count[r])
-            continue;
-        if (e->dirty_count[r] == STORE_DIRTY_MAX)
-            e->repair = 1;
-        else
-            e->dirty_start[r][e->dirty_count[r]++] = start;
+        if (i == e->unsettled_count[r]) {
+            if (i == STORE_UNSETTLED_MAX) {
+                e->repair = 1;
+                continue;
+            }
+            e->unsettled_start[r][i] = start;
+            e->unsettled_count[r]++;
+        }
+        e->unsettled_quiet[r][i] = 0;
     }
 }
 
@@ -235,7 +251,7 @@ store_tombstone(struct store *s, struct store_entry *e,
     e->dirty = 0;
     e->repair = 0;
     for (int r = 0; r < RING_COUNT; r++) {
-        e->dirty_count[r] = 0;
+        e->unsettled_count[r] = 0;
         e->open_start[r] = -1;
     }
     s->stats.tombstones++;
@@ -413,7 +429,8 @@ store_write_add(struct store_writes *w, const struct store_entry *e)
 
 static void
 store_write_closed(struct store_writes *w, struct store_entry *e,
-                   enum ring ring, int64_t start, uint64_t map_version)
+                   enum ring ring, int64_t start, uint64_t map_version,
+                   uint8_t format)
 {
     const struct ring_layout *layout = window_ring_layout(ring);
     struct codec_cache_header h = {0};
@@ -422,6 +439,7 @@ store_write_closed(struct store_writes *w, struct store_entry *e,
 
     if (metric_bucket_at(e->metric, ring, start) == NULL)
         return;
+    h.version = format;
     h.generation = e->generation;
     h.map_version = map_version;
     h.sequence = ++e->sequence;
@@ -436,12 +454,69 @@ store_write_closed(struct store_writes *w, struct store_entry *e,
 }
 
 static int
-store_dirty_has(const struct store_entry *e, enum ring ring, int64_t start)
+store_unsettled_has(const struct store_entry *e, enum ring ring,
+                    int64_t start)
 {
-    for (int i = 0; i < e->dirty_count[ring]; i++)
-        if (e->dirty_start[ring][i] == start)
+    for (int i = 0; i < e->unsettled_count[ring]; i++)
+        if (e->unsettled_start[ring][i] == start)
             return 1;
     return 0;
+}
+
+/* Drops entry I of RING's unsettled list (order is not kept). */
+static void
+store_unsettled_drop(struct store_entry *e, enum ring ring, int i)
+{
+    int last = --e->unsettled_count[ring];
+
+    e->unsettled_start[ring][i] = e->unsettled_start[ring][last];
+    e->unsettled_quiet[ring][i] = e->unsettled_quiet[ring][last];
+}
+
+/* Settles RING's unsettled buckets at flush time NOW_US: the current one
+ * leaves the list (the open value holds it); a closed one gets its own
+ * value (W) once quiet long enough, at once in cache format 1, or when
+ * more than STORE_HELD_KEEP are held (oldest first); the rest stay held
+ * and are appended to HELD (*N_HELD). */
+static void
+store_settle(struct store *s, struct store_entry *e, enum ring ring,
+             int64_t cur, uint64_t map_version, struct store_writes *w,
+             struct cacheval_bucket *held, size_t *n_held)
+{
+    int settle_after = s->cache_format == 1 ? 0 : STORE_SETTLE_FLUSHES;
+    int kept = 0;
+
+    for (int i = 0; i < e->unsettled_count[ring];) {
+        int64_t start = e->unsettled_start[ring][i];
+
+        if (start != cur && e->unsettled_quiet[ring][i] >= settle_after)
+            store_write_closed(w, e, ring, start, map_version,
+                               s->cache_format);
+        if (start == cur || e->unsettled_quiet[ring][i] >= settle_after
+            || metric_bucket_at(e->metric, ring, start) == NULL) {
+            store_unsettled_drop(e, ring, i);
+            continue;
+        }
+        kept++;
+        i++;
+    }
+    while (kept > STORE_HELD_KEEP) {
+        int oldest = 0;
+
+        for (int i = 1; i < e->unsettled_count[ring]; i++)
+            if (e->unsettled_start[ring][i] < e->unsettled_start[ring][oldest])
+                oldest = i;
+        store_write_closed(w, e, ring, e->unsettled_start[ring][oldest],
+                           map_version, s->cache_format);
+        store_unsettled_drop(e, ring, oldest);
+        kept--;
+    }
+    for (int i = 0; i < e->unsettled_count[ring]; i++) {
+        held[(*n_held)++] = (struct cacheval_bucket){
+            ring, e->unsettled_start[ring][i] };
+        if (e->unsettled_quiet[ring][i] < UINT8_MAX)
+            e->unsettled_quiet[ring][i]++;
+    }
 }
 
 static uint32_t
@@ -462,6 +537,7 @@ store_write_tombstone(struct store *s, struct store_entry *e,
     struct buf_writer out;
     struct store_write *x;
 
+    h.version = s->cache_format;
     h.generation = e->generation;
     h.map_version = map_version;
     h.sequence = ++e->sequence;
@@ -480,6 +556,8 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
                     uint64_t map_version, struct store_writes *w)
 {
     struct codec_cache_header h = {0};
+    struct cacheval_bucket held[RING_COUNT * STORE_UNSETTLED_MAX];
+    size_t n_held = 0;
     struct buf_writer out;
     struct store_write *x;
     int rolled = 0;
@@ -497,23 +575,27 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
 
             for (; start <= newest; start += layout->width_s)
                 if (start != cur)
-                    store_write_closed(w, e, r, start, map_version);
+                    store_write_closed(w, e, r, start, map_version,
+                                       s->cache_format);
+            e->unsettled_count[r] = 0;
             continue;
         }
-        for (int i = 0; i < e->dirty_count[r]; i++)
-            if (e->dirty_start[r][i] != cur)
-                store_write_closed(w, e, r, e->dirty_start[r][i], map_version);
+        /* The bucket open at the last open value has closed since: unless
+         * it changed (then it is in the list), it gets its own value. */
         if (e->open_start[r] != -1 && e->open_start[r] != cur
-            && !store_dirty_has(e, r, e->open_start[r]))
-            store_write_closed(w, e, r, e->open_start[r], map_version);
+            && !store_unsettled_has(e, r, e->open_start[r]))
+            store_write_closed(w, e, r, e->open_start[r], map_version,
+                               s->cache_format);
+        store_settle(s, e, r, cur, map_version, w, held, &n_held);
     }
     if (!e->dirty && !e->repair && !rolled)
         return;
+    h.version = s->cache_format;
     h.generation = e->generation;
     h.map_version = map_version;
     h.sequence = ++e->sequence;
     buf_writer_create(&out, 256);
-    cacheval_encode_open(e->metric, &h, now_us, &out);
+    cacheval_encode_open(e->metric, &h, now_us, held, n_held, &out);
     x = store_write_add(w, e);
     x->key_len = cache_key_open(x->key, e->name, e->name_len);
     x->value = buf_writer_release(&out, &x->len);
@@ -523,7 +605,6 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
 
         e->open_start[r] = metric_bucket_at(e->metric, r, cur) != NULL ? cur
                                                                        : -1;
-        e->dirty_count[r] = 0;
     }
     e->dirty = 0;
     e->repair = 0;

@@ -72,9 +72,11 @@ struct store_write {
 
 /* IDLE_EXPIRY_S: a metric without an event for that long is collected.
  * METRICS_MAX: a new metric beyond that many live ones is refused (0: no
- * quota). SEQUENCE_FLOOR: the wall clock (microseconds) at the process's start. */
+ * quota). SEQUENCE_FLOOR: the wall clock (microseconds) at the process's
+ * start. CACHE_FORMAT: the cache value version written, 1 or 2
+ * (schema/cache-value.md). */
 struct store *store_create(int64_t idle_expiry_s, uint64_t metrics_max,
-                           int64_t sequence_floor);
+                           int64_t sequence_floor, int cache_format);
 void store_destroy(struct store *s);
 
 /* Applies every entry of MSG at NOW_US, but for the sub-batches whose

@@ -208,10 +208,12 @@ seed_cachevals(void)
         struct buf_writer open, closed;
         char name[64];
         int64_t start = window_align(SEED_NOW_US - 60 * SEED_US, 10);
+        /* version 2: the open value also holds that closed bucket */
+        struct cacheval_bucket held = { RING_10S, start };
 
         buf_writer_create(&open, 256);
         buf_writer_create(&closed, 64);
-        cacheval_encode_open(m, &h, SEED_NOW_US, &open);
+        cacheval_encode_open(m, &h, SEED_NOW_US, &held, 1, &open);
         h.sequence = 10;
         if (t == EVENT_RECENT
             || cacheval_encode_closed(m, &h, RING_10S, start, &closed) != 0) {
