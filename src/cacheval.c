@@ -51,16 +51,15 @@ cacheval_encode_open(const struct metric *m, struct codec_cache_header *h,
         const struct ring_layout *layout = window_ring_layout(r);
         int64_t newest = window_align(now_us + EVENT_FUTURE_LIMIT_US,
                                       layout->width_s);
-        int64_t start = newest - (int64_t)layout->capacity * layout->width_s;
-        size_t n = 0;
+        int64_t starts[CACHEVAL_PRESENT_MAX];
+        size_t n = metric_bucket_starts(
+            m, (enum ring)r,
+            newest - (int64_t)layout->capacity * layout->width_s, newest,
+            starts, CACHEVAL_PRESENT_MAX);
 
-        for (; start <= newest; start += layout->width_s)
-            n += metric_bucket_at(m, r, start) != NULL;
         buf_put_varint(out, n);
-        start = newest - (int64_t)layout->capacity * layout->width_s;
-        for (; start <= newest; start += layout->width_s)
-            if (metric_bucket_at(m, r, start) != NULL)
-                buf_put_svarint(out, start);
+        for (size_t i = 0; i < n; i++)
+            buf_put_svarint(out, starts[i]);
     }
     count_at = out->len;
     buf_put_u8(out, 0);

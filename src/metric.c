@@ -533,6 +533,19 @@ metric_bucket_at(const struct metric *m, enum ring ring, int64_t start_s)
     return b != NULL ? b->state : NULL;
 }
 
+size_t
+metric_bucket_starts(const struct metric *m, enum ring ring, int64_t from_s,
+                     int64_t to_s, int64_t *starts, size_t max)
+{
+    const struct metric_ring *r = &m->rings[ring];
+    size_t n = 0;
+
+    for (size_t i = metric_ring_search(r, from_s);
+         i < r->count && r->buckets[i].start_s <= to_s && n < max; i++)
+        starts[n++] = r->buckets[i].start_s;
+    return n;
+}
+
 const void *
 metric_all(const struct metric *m)
 {

@@ -87,6 +87,11 @@ struct json_object *metric_render(const struct metric *m, enum window window,
  * the metric changes), or NULL if that bucket is not held. */
 const void *metric_bucket_at(const struct metric *m, enum ring ring,
                              int64_t start_s);
+/* The starts of the buckets RING holds within [FROM_S, TO_S], ascending,
+ * written to STARTS (room for MAX); returns how many. */
+size_t metric_bucket_starts(const struct metric *m, enum ring ring,
+                            int64_t from_s, int64_t to_s, int64_t *starts,
+                            size_t max);
 /* The lifetime state (borrowed, valid until the metric changes). */
 const void *metric_all(const struct metric *m);
 

@@ -101,6 +101,13 @@ test_version2_holds_closed_buckets(void **unused)
     assert_bucket(open.metric, RING_10S, T0, 2, 3);
     assert_bucket(open.metric, RING_10S, T0 - 30, 3, 28);
     assert_null(metric_bucket_at(open.metric, RING_10S, T0 - 20));
+    /* every bucket the owner holds, ascending */
+    assert_int_equal(open.present_count[RING_10S], 2);
+    assert_int_equal(open.present[RING_10S][0], T0 - 30);
+    assert_int_equal(open.present[RING_10S][1], T0);
+    assert_int_equal(open.present_count[RING_1MIN], 2);
+    assert_int_equal(open.present[RING_1MIN][0], T0 - 60);
+    assert_int_equal(open.present[RING_1MIN][1], T0);
     cacheval_open_release(&open);
     buf_writer_destroy(&v);
     metric_destroy(m);
@@ -200,6 +207,31 @@ test_higher_sequence_wins_for_held_buckets(void **unused)
     metric_destroy(m);
 }
 
+static void
+test_bucket_starts(void **unused)
+{
+    struct metric *m = late_metric();
+    int64_t starts[4];
+
+    (void)unused;
+    assert_int_equal(metric_bucket_starts(m, RING_10S, T0 - 100, T0, starts,
+                                          4), 2);
+    assert_int_equal(starts[0], T0 - 30);
+    assert_int_equal(starts[1], T0);
+    assert_int_equal(metric_bucket_starts(m, RING_10S, T0 - 29, T0, starts,
+                                          4), 1);
+    assert_int_equal(starts[0], T0);
+    assert_int_equal(metric_bucket_starts(m, RING_10S, T0 - 100, T0 - 1,
+                                          starts, 4), 1);
+    assert_int_equal(starts[0], T0 - 30);
+    assert_int_equal(metric_bucket_starts(m, RING_10S, T0 - 100, T0, starts,
+                                          1), 1);
+    assert_int_equal(starts[0], T0 - 30);
+    assert_int_equal(metric_bucket_starts(m, RING_15MIN, T0 + 900,
+                                          T0 + 9000, starts, 4), 0);
+    metric_destroy(m);
+}
+
 int
 main(void)
 {
@@ -208,6 +240,7 @@ main(void)
         cmocka_unit_test(test_version1_holds_current_buckets_only),
         cmocka_unit_test(test_version2_refuses_a_repeated_bucket),
         cmocka_unit_test(test_higher_sequence_wins_for_held_buckets),
+        cmocka_unit_test(test_bucket_starts),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
