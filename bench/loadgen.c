@@ -119,6 +119,7 @@ struct options {
     const char *prefix;
     int batch_ids;
     int only;                /* one type (enum lg_type), or -1 for the mix */
+    int fresh;               /* remake every body before it is sent */
     int names;
     double spread;           /* 0 = no "time" member (time of receipt) */
     const char *query_name;
@@ -865,7 +866,7 @@ worker_pick_body(struct worker *w)
         b = &w->pool[w->next_body];
         w->next_body = (w->next_body + 1) % w->npool;
     } while (b->inflight > 0);     /* the pool is larger than the connections */
-    if (now_mono() - b->made > LG_REGEN_S)
+    if (opt.fresh || now_mono() - b->made > LG_REGEN_S)
         body_make(&w->gen, b, b->nevents);
     return b;
 }
@@ -1595,6 +1596,8 @@ usage(void)
           "  --window W        query: the window (1h)\n"
           "  --seed N          workload seed\n"
           "  --no-check        skip the exactness check at the end\n"
+          "  --fresh           remake every body before it is sent: no event\n"
+          "                    repeats, so unique values stay distinct\n"
           "  --check-timeout S how long the check waits for exact totals (60)\n",
           stderr);
     exit(2);
@@ -1625,7 +1628,8 @@ parse_options(int argc, char **argv)
         usage();
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int flag = strcmp(a, "--batch-ids") == 0 || strcmp(a, "--no-check") == 0;
+        int flag = strcmp(a, "--batch-ids") == 0 || strcmp(a, "--no-check") == 0
+                   || strcmp(a, "--fresh") == 0;
 
         if (!flag && v == NULL)
             usage();
@@ -1633,6 +1637,8 @@ parse_options(int argc, char **argv)
             opt.batch_ids = 1;
         else if (strcmp(a, "--no-check") == 0)
             opt.check = 0;
+        else if (strcmp(a, "--fresh") == 0)
+            opt.fresh = 1;
         else if (strcmp(a, "--host") == 0)
             opt.host = v;
         else if (strcmp(a, "--port") == 0)
