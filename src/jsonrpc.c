@@ -3,6 +3,12 @@
  * (see jsonrpc.h for the flow and the decisions). A batch owns the parsed
  * json-c tree; calls borrow their method, params and id out of it, and each
  * call owns its response object once it is completed.
+ *
+ * The common events.record call takes a faster road: evparse decodes it
+ * straight from the body, with no tree. Such a call keeps the decoded
+ * events and its id; its params tree is built from the body only if a
+ * handler asks for it (jsonrpc_call_params), which is how every error
+ * answer still comes from the json-c path.
  */
 #include "jsonrpc.h"
 
@@ -11,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "evparse.h"
 #include "xalloc.h"
 
 #define JSONRPC_VERSION      "2.0"
@@ -33,6 +40,14 @@ struct jsonrpc_call {
     int is_notification;
     enum jsonrpc_state state;
     json_object *response; /* owned; NULL until done, or for notifications */
+    /* A call evparse decoded: */
+    int is_fast;
+    struct evparse_record fast; /* owned; its id is the call's id */
+    const char *body;      /* borrowed, to build the tree on demand; NULL
+                              once built (or tried) */
+    size_t body_len;
+    int depth_max;
+    json_object *tree;     /* owned; the tree of BODY, once built */
 };
 
 struct jsonrpc_batch {
@@ -106,7 +121,7 @@ jsonrpc_call_invalid_params(struct jsonrpc_call *call, const char *reason)
 int
 jsonrpc_params_object(struct jsonrpc_call *call)
 {
-    if (json_object_is_type(call->params, json_type_object))
+    if (json_object_is_type(jsonrpc_call_params(call), json_type_object))
         return 0;
     jsonrpc_call_invalid_params(call, call->params == NULL
                                           ? "params missing: expected an object"
@@ -117,7 +132,7 @@ jsonrpc_params_object(struct jsonrpc_call *call)
 int
 jsonrpc_params_array(struct jsonrpc_call *call)
 {
-    if (json_object_is_type(call->params, json_type_array))
+    if (json_object_is_type(jsonrpc_call_params(call), json_type_array))
         return 0;
     jsonrpc_call_invalid_params(call, call->params == NULL
                                           ? "params missing: expected an array"
@@ -363,9 +378,30 @@ invalid:
                        json_object_new_string(reason));
 }
 
+/* A batch of the one events.record call evparse decoded, REC (taken). */
+static struct jsonrpc_batch *
+batch_fast(struct evparse_record *rec, const char *body, size_t len,
+           int depth_max)
+{
+    struct jsonrpc_batch *b = batch_new(NULL, 0, 1);
+    struct jsonrpc_call *call = &b->calls[0];
+
+    call->method = EVPARSE_METHOD;
+    call->method_len = strlen(EVPARSE_METHOD);
+    call->state = JSONRPC_STATE_NEW;
+    call->is_fast = 1;
+    call->fast = *rec;
+    call->id = call->fast.id;
+    call->body = body;
+    call->body_len = len;
+    call->depth_max = depth_max;
+    return b;
+}
+
 struct jsonrpc_batch *
 jsonrpc_parse(const char *body, size_t len, const struct jsonrpc_limits *limits)
 {
+    struct evparse_record fast;
     size_t batch_max = JSONRPC_BATCH_MAX_DEFAULT;
     int depth_max = JSONRPC_DEPTH_MAX_DEFAULT;
     char reason[JSONRPC_REASON_MAX];
@@ -377,6 +413,9 @@ jsonrpc_parse(const char *body, size_t len, const struct jsonrpc_limits *limits)
         batch_max = limits->batch_max;
     if (limits != NULL && limits->depth_max > 0)
         depth_max = limits->depth_max;
+    if (depth_max >= EVPARSE_DEPTH
+        && evparse_record_parse(&fast, body, len, NULL, 0) == 0)
+        return batch_fast(&fast, body, len, depth_max);
     if (parse_body(body, len, depth_max, &root, reason, sizeof(reason)) < 0)
         return batch_error(NULL, JSONRPC_ERR_PARSE, "Parse error", reason);
     if (!json_object_is_type(root, json_type_array)) {
@@ -492,8 +531,13 @@ jsonrpc_batch_destroy(struct jsonrpc_batch *b)
 {
     if (b == NULL)
         return;
-    for (size_t i = 0; i < b->count; i++)
+    for (size_t i = 0; i < b->count; i++) {
         json_object_put(b->calls[i].response);
+        if (b->calls[i].is_fast) {
+            evparse_record_destroy(&b->calls[i].fast);
+            json_object_put(b->calls[i].tree);
+        }
+    }
     free(b->calls);
     json_object_put(b->root);
     free(b);
@@ -520,9 +564,23 @@ jsonrpc_call_method(const struct jsonrpc_call *call)
 }
 
 json_object *
-jsonrpc_call_params(const struct jsonrpc_call *call)
+jsonrpc_call_params(struct jsonrpc_call *call)
 {
+    char reason[JSONRPC_REASON_MAX];
+
+    if (call->body != NULL) {   /* a fast call: build its tree now */
+        if (parse_body(call->body, call->body_len, call->depth_max,
+                       &call->tree, reason, sizeof(reason)) == 0)
+            json_object_object_get_ex(call->tree, "params", &call->params);
+        call->body = NULL;
+    }
     return call->params;
+}
+
+struct evparse_record *
+jsonrpc_call_events(struct jsonrpc_call *call)
+{
+    return call->is_fast ? &call->fast : NULL;
 }
 
 json_object *

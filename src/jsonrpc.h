@@ -24,6 +24,9 @@
  *   comes back as 0.
  * - Error responses carry a "data" string saying what was wrong.
  * - A batch is not locked: one thread at a time may touch it.
+ * - The common events.record call (evparse.h) is decoded without a json-c
+ *   tree: its call carries the decoded events (jsonrpc_call_events) and
+ *   builds its params tree from the body only when asked for it.
  */
 #ifndef TALLY_JSONRPC_H
 #define TALLY_JSONRPC_H
@@ -54,6 +57,7 @@ struct jsonrpc_limits {
 
 struct jsonrpc_batch;
 struct jsonrpc_call;
+struct evparse_record;
 
 struct jsonrpc_method {
     const char *name;
@@ -67,7 +71,10 @@ struct jsonrpc_method {
 /* Parses BODY (LEN bytes, no NUL needed; borrowed). LIMITS may be NULL for
  * the defaults. Returns a new batch owned by the caller, never NULL: a body
  * that is not one JSON value, an empty array or a batch longer than
- * batch_max gives a batch of one call already answered with the error. */
+ * batch_max gives a batch of one call already answered with the error.
+ * BODY must stay valid until the last jsonrpc_dispatch of the batch has
+ * returned: an events.record call evparse decoded borrows its events'
+ * strings from it and builds its params from it on demand. */
 struct jsonrpc_batch *jsonrpc_parse(const char *body, size_t len,
                                     const struct jsonrpc_limits *limits);
 
@@ -107,8 +114,14 @@ struct jsonrpc_call *jsonrpc_batch_call(struct jsonrpc_batch *b, size_t i);
 /* Borrowed from the call's batch; NULL for a call that was not a valid
  * Request object. */
 const char *jsonrpc_call_method(const struct jsonrpc_call *call);
-/* Borrowed from the call's batch; NULL when "params" was absent. */
-json_object *jsonrpc_call_params(const struct jsonrpc_call *call);
+/* Borrowed from the call's batch; NULL when "params" was absent. For a
+ * call evparse decoded, the tree is built from the body on the first call
+ * (see jsonrpc_parse), so prefer jsonrpc_call_events there. */
+json_object *jsonrpc_call_params(struct jsonrpc_call *call);
+/* The events of an events.record call evparse decoded (borrowed from the
+ * call, valid until its batch is destroyed; the caller may stamp them,
+ * evparse_record_stamp), or NULL for any other call: use its params. */
+struct evparse_record *jsonrpc_call_events(struct jsonrpc_call *call);
 /* Borrowed; NULL for an "id" of null and for a notification. */
 json_object *jsonrpc_call_id(const struct jsonrpc_call *call);
 int jsonrpc_call_is_notification(const struct jsonrpc_call *call);

@@ -5,6 +5,7 @@
  * and hand one sub-batch per owning instance to the publisher.
  *
  *   events[] --event_from_json--> rejected[] (index, code, message)
+ *     or evparse's events (already checked, no rejection)
  *            --meta_lookup------> 1010 type conflict
  *            --fold-------------> partial state per (name, granule)
  *            --codec------------> one message per instance --> publisher
@@ -16,6 +17,7 @@
 #include <sys/random.h>
 
 #include "codec.h"
+#include "evparse.h"
 #include "frontend.h"
 #include "hash.h"
 #include "log.h"
@@ -28,6 +30,15 @@
  * make another's batch look like a retry; without auth the scope is
  * empty and ids must be globally unique (schema/dedup.md). */
 #define RECORD_BATCH_KIND "batch:"
+
+/* Where the events of one call come from: a json-c array, decoded here by
+ * event_from_json (which words the rejections), or the events evparse
+ * decoded and checked (jsonrpc_call_events). */
+struct record_source {
+    json_object *array;            /* NULL: DECODED */
+    const struct event *decoded;   /* borrowed */
+    size_t count;
+};
 
 /* One metric named in the request. */
 struct record_name {
@@ -339,11 +350,26 @@ record_destroy(struct record *r)
     r->rejected = NULL;
 }
 
-void
-record_events(struct record *r, json_object *events)
+/* Event I of SRC into *EV: EVENT_OK, or the reason to reject it with its
+ * message in MSG. */
+static enum event_error
+record_decode(const struct record_source *src, size_t i, int64_t now_us,
+              struct event *ev, char *msg, size_t msglen)
 {
-    size_t n = json_object_array_length(events);
-    int64_t now = daemon_now_us();
+    if (src->array == NULL) {
+        *ev = src->decoded[i];
+        return EVENT_OK;
+    }
+    return event_from_json(ev, json_object_array_get_idx(src->array, i),
+                           now_us, msg, msglen);
+}
+
+/* record_events for the events of SRC, received at NOW. */
+static void
+record_source_events(struct record *r, const struct record_source *src,
+                     int64_t now)
+{
+    size_t n = src->count;
     struct record_table t;
     struct event *evs = xcalloc(n, sizeof(*evs));
     uint8_t *valid = xcalloc(n, 1);
@@ -354,9 +380,8 @@ record_events(struct record *r, json_object *events)
      * answers for all the metrics of the request. */
     for (size_t i = 0; i < n; i++) {
         char msg[RECORD_MESSAGE_MAX];
-        enum event_error code = event_from_json(
-            &evs[i], json_object_array_get_idx(events, i), now, msg,
-            sizeof(msg));
+        enum event_error code = record_decode(src, i, now, &evs[i], msg,
+                                              sizeof(msg));
 
         if (code != EVENT_OK)
             record_reject(r, i, code, msg);
@@ -415,6 +440,17 @@ record_events(struct record *r, json_object *events)
     free(owners);
 }
 
+void
+record_events(struct record *r, json_object *events)
+{
+    struct record_source src = {
+        .array = events,
+        .count = json_object_array_length(events),
+    };
+
+    record_source_events(r, &src, daemon_now_us());
+}
+
 /* ---------------------------------------------------------------------- */
 /* events.record                                                           */
 /* ---------------------------------------------------------------------- */
@@ -463,38 +499,71 @@ record_call_settled(void *ctx, int ok, const char *reason)
     free(rc);
 }
 
-int
-method_events_record(struct jsonrpc_call *call, void *ctx)
+/* The events and batch id of CALL's params tree into SRC and *BATCH
+ * (NULL when absent; borrowed from the tree), or -1 with CALL answered
+ * -32602. */
+static int
+record_params(struct jsonrpc_call *call, struct record_source *src,
+              const char **batch, size_t *batch_len)
 {
     static const char *const allowed[] = {"events", "batch", NULL};
-    struct exchange *x = ctx;
-    struct frontend *fe = x->fe;
-    json_object *params = jsonrpc_call_params(call), *events, *batch = NULL;
-    struct record_call *rc;
-    char reason[FRONTEND_REASON_MAX];
-    size_t n;
+    json_object *params, *events, *batch_id;
 
     if (jsonrpc_params_object(call) != 0
         || frontend_known_params(call, allowed) != 0)
-        return JSONRPC_DONE;
+        return -1;
+    params = jsonrpc_call_params(call);
     if (!json_object_object_get_ex(params, "events", &events)
         || !json_object_is_type(events, json_type_array)
         || json_object_array_length(events) == 0) {
         jsonrpc_call_invalid_params(call, "events must be a non-empty array");
+        return -1;
+    }
+    if (json_object_object_get_ex(params, "batch", &batch_id)) {
+        if (!json_object_is_type(batch_id, json_type_string)
+            || json_object_get_string_len(batch_id) == 0
+            || json_object_get_string_len(batch_id) > EVENT_NAME_MAX) {
+            jsonrpc_call_invalid_params(
+                call, "batch must be a string of 1 to 200 bytes");
+            return -1;
+        }
+        *batch = json_object_get_string(batch_id);
+        *batch_len = (size_t)json_object_get_string_len(batch_id);
+    }
+    src->array = events;
+    src->decoded = NULL;
+    src->count = json_object_array_length(events);
+    return 0;
+}
+
+/* The events come from evparse when it decoded the call and every time
+ * is within range; otherwise from the params tree, whose path answers
+ * every error and words every rejection. */
+int
+method_events_record(struct jsonrpc_call *call, void *ctx)
+{
+    struct exchange *x = ctx;
+    struct frontend *fe = x->fe;
+    struct evparse_record *fast = jsonrpc_call_events(call);
+    int64_t now = daemon_now_us();
+    struct record_source src;
+    const char *batch = NULL;
+    size_t batch_len = 0;
+    struct record_call *rc;
+    char reason[FRONTEND_REASON_MAX];
+
+    if (fast != NULL && evparse_record_stamp(fast, now) == 0) {
+        src.array = NULL;
+        src.decoded = fast->events;
+        src.count = fast->count;
+        batch = fast->batch;
+        batch_len = fast->batch_len;
+    } else if (record_params(call, &src, &batch, &batch_len) != 0) {
         return JSONRPC_DONE;
     }
-    if (json_object_object_get_ex(params, "batch", &batch)
-        && (!json_object_is_type(batch, json_type_string)
-            || json_object_get_string_len(batch) == 0
-            || json_object_get_string_len(batch) > EVENT_NAME_MAX)) {
-        jsonrpc_call_invalid_params(call,
-                                    "batch must be a string of 1 to 200 bytes");
-        return JSONRPC_DONE;
-    }
-    n = json_object_array_length(events);
-    if (n > (size_t)fe->opts.events_max) {
+    if (src.count > (size_t)fe->opts.events_max) {
         snprintf(reason, sizeof(reason), "at most %ld events per call, got %zu",
-                 fe->opts.events_max, n);
+                 fe->opts.events_max, src.count);
         jsonrpc_call_error(call, FRONTEND_ERR_TOO_MANY_EVENTS,
                            "Too many events", json_object_new_string(reason));
         return JSONRPC_DONE;
@@ -504,15 +573,14 @@ method_events_record(struct jsonrpc_call *call, void *ctx)
     rc->call = call;
     pthread_mutex_init(&rc->lock, NULL);
     record_init(&rc->record, fe);
-    if (batch != NULL && json_object_is_type(batch, json_type_string)) {
+    if (batch != NULL) {
         char kind[sizeof(RECORD_BATCH_KIND) + AUTH_NAME_MAX];
 
         snprintf(kind, sizeof(kind), "%s%s", RECORD_BATCH_KIND,
                  x->token != NULL ? x->token->name : "");
-        record_set_batch(&rc->record, kind, json_object_get_string(batch),
-                         (size_t)json_object_get_string_len(batch));
+        record_set_batch(&rc->record, kind, batch, batch_len);
     }
-    record_events(&rc->record, events);
+    record_source_events(&rc->record, &src, now);
     if (rc->record.failed) {
         rc->failed = 1;
         snprintf(rc->reason, sizeof(rc->reason), "%s", rc->record.reason);
