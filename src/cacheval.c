@@ -11,6 +11,10 @@
 
 /* Most buckets one ring can hold (window.h capacities are below). */
 #define CACHEVAL_PRESENT_MAX 128
+/* The closed marks section of an open value: from this version on, and
+ * the tag byte that starts it. */
+#define CACHEVAL_MARKS_VERSION 2
+#define CACHEVAL_MARKS_TAG 1
 
 
 static int
@@ -154,6 +158,54 @@ cacheval_repeated(const struct cacheval_open *open, enum ring ring,
     return 0;
 }
 
+/* Reads the closed marks section (tag, then sequences as distances
+ * below the open value's own) into OUT. 0, or -1 with a reason. */
+static int
+cacheval_get_marks(struct buf_reader *in, struct cacheval_open *out,
+                   char *err, size_t errlen)
+{
+    uint64_t seq = out->header.sequence, d;
+    uint8_t tag;
+
+    if (buf_get_u8(in, &tag) != 0 || tag != CACHEVAL_MARKS_TAG)
+        return cacheval_fail(err, errlen, "unknown open value section");
+    if (buf_get_varint(in, &d) != 0)
+        return cacheval_fail(err, errlen, "truncated closed marks");
+    if (d > seq)
+        return cacheval_fail(err, errlen, "closed marks out of range");
+    out->marks.flush_first = seq - d;
+    for (int r = 0; r < RING_COUNT; r++) {
+        if (buf_get_varint(in, &d) != 0)
+            return cacheval_fail(err, errlen, "truncated closed marks");
+        if (d > seq)
+            return cacheval_fail(err, errlen, "closed marks out of range");
+        out->marks.closed_seq[r] = d == 0 ? 0 : seq - d;
+    }
+    out->has_marks = 1;
+    return 0;
+}
+
+void
+cacheval_encode_marks(const struct codec_cache_header *h,
+                      const struct cacheval_marks *marks,
+                      struct buf_writer *out)
+{
+    if (h->version < CACHEVAL_MARKS_VERSION)
+        return;
+    buf_put_u8(out, CACHEVAL_MARKS_TAG);
+    buf_put_varint(out, h->sequence - marks->flush_first);
+    for (int r = 0; r < RING_COUNT; r++)
+        buf_put_varint(out, marks->closed_seq[r] == 0
+                                ? 0 : h->sequence - marks->closed_seq[r]);
+}
+
+int
+cacheval_ring_settled(const struct cacheval_open *open, enum ring ring)
+{
+    return open->has_marks
+           && open->marks.closed_seq[ring] < open->marks.flush_first;
+}
+
 int
 cacheval_decode_open(const uint8_t *value, size_t len,
                      struct cacheval_open *out, char *err, size_t errlen)
@@ -218,6 +270,10 @@ cacheval_decode_open(const uint8_t *value, size_t len,
         }
         out->held[out->held_count++] = (struct cacheval_bucket){ ring, start };
     }
+    if (out->header.version >= CACHEVAL_MARKS_VERSION
+        && buf_remaining(&in) != 0
+        && cacheval_get_marks(&in, out, err, errlen) != 0)
+        goto fail;
     if (buf_remaining(&in) != 0) {
         cacheval_fail(err, errlen, "trailing bytes");
         goto fail;
@@ -271,6 +327,48 @@ cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
         return 0;
     }
     return metric_set_bucket(open->metric, ring, start, state) == 0 ? 1 : 0;
+}
+
+int
+cacheval_closed_begin(struct buf_reader *in, struct codec_cache_header *h,
+                      enum ring *ring, int64_t *start_s, char *err,
+                      size_t errlen)
+{
+    uint8_t r;
+
+    if (codec_cache_header_decode(in, h, err, errlen) != 0)
+        return -1;
+    if (h->kind != CODEC_CACHE_CLOSED_BUCKET)
+        return cacheval_fail(err, errlen, "not a closed-bucket value");
+    if (buf_get_u8(in, &r) != 0 || buf_get_svarint(in, start_s) != 0)
+        return cacheval_fail(err, errlen, "truncated bucket");
+    if (r >= RING_COUNT || *start_s < 0
+        || *start_s % window_ring_layout(r)->width_s != 0)
+        return cacheval_fail(err, errlen, "bad bucket ring or start");
+    *ring = (enum ring)r;
+    return 0;
+}
+
+void *
+cacheval_closed_state(struct buf_reader *in, enum event_type type,
+                      char *err, size_t errlen)
+{
+    enum event_type got;
+    void *state = state_decode_any(in, &got, err, errlen);
+
+    if (state == NULL)
+        return NULL;
+    if (got != type) {
+        state_ops_for(got)->destroy(state);
+        cacheval_fail(err, errlen, "bucket state of another type");
+        return NULL;
+    }
+    if (buf_remaining(in) != 0) {
+        state_ops_for(got)->destroy(state);
+        cacheval_fail(err, errlen, "trailing bytes");
+        return NULL;
+    }
+    return state;
 }
 
 size_t

@@ -41,6 +41,20 @@ struct cacheval_bucket {
     int64_t start_s;
 };
 
+/* The closed marks of a version 2 open value (schema/cache-value.md,
+ * "Closed marks"): what a reader needs to keep closed buckets it has read
+ * without reading them again. FLUSH_FIRST is the first sequence the owner
+ * used for the metric in the flush that wrote the open value (the open
+ * value's own sequence when that flush wrote no closed value);
+ * CLOSED_SEQ[r] the sequence of the newest closed value of ring r the
+ * owner has written in this generation, 0 if none since it got the
+ * metric. Both are below the open value's sequence, or equal to it for
+ * FLUSH_FIRST. */
+struct cacheval_marks {
+    uint64_t flush_first;
+    uint64_t closed_seq[RING_COUNT];
+};
+
 /* A decoded open-buckets or tombstone value. */
 struct cacheval_open {
     struct codec_cache_header header;
@@ -49,6 +63,8 @@ struct cacheval_open {
     size_t held_count;                               /* open value holds */
     int64_t *present[RING_COUNT];     /* owned: starts the owner holds */
     size_t present_count[RING_COUNT];
+    int has_marks;                    /* MARKS was in the value */
+    struct cacheval_marks marks;
 };
 
 /* Append a whole value, header H included (H's kind is set here; its type
@@ -66,6 +82,16 @@ int cacheval_encode_closed(const struct metric *m,
                            int64_t start_s, struct buf_writer *out);
 void cacheval_encode_tombstone(struct codec_cache_header *h,
                                struct buf_writer *out);
+/* Appends MARKS to a version 2 open value that cacheval_encode_open has
+ * just written to OUT with header H (its sequence; nothing to a version 1
+ * value, which has no room for them). */
+void cacheval_encode_marks(const struct codec_cache_header *h,
+                           const struct cacheval_marks *marks,
+                           struct buf_writer *out);
+/* 1 if OPEN's marks show that no closed value of RING was written in the
+ * flush that wrote OPEN, so every closed value of RING up to
+ * marks.closed_seq[RING] was stored before OPEN was; 0 without marks. */
+int cacheval_ring_settled(const struct cacheval_open *open, enum ring ring);
 
 /* Decodes an open-buckets or tombstone value (LEN bytes at VALUE,
  * borrowed) into OUT. 0, or -1 with a reason in ERR (a closed-bucket
@@ -76,10 +102,23 @@ int cacheval_decode_open(const uint8_t *value, size_t len,
 
 /* Puts the bucket of a closed-bucket value into OPEN's metric unless the
  * open value holds a fresher copy of it (a higher sequence) or the value
- * belongs to another generation or type. 1 applied, 0 skipped, -1
- * malformed (reason in ERR). */
+ * belongs to another generation or type. 1 applied, 0 skipped, -1 malformed (reason in
+ * ERR). */
 int cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
                           size_t len, char *err, size_t errlen);
+
+/* A closed-bucket value in two steps, so a reader that already holds the
+ * bucket at that sequence need not decode its state again:
+ * cacheval_closed_begin reads the header, ring and start of the value IN
+ * holds and leaves IN at the state (0, or -1 with a reason in ERR: not a
+ * closed-bucket value, a bad header, ring or start); cacheval_closed_state
+ * then reads the state, which must be of TYPE and end the value (the
+ * state, owned by the caller, or NULL with a reason). */
+int cacheval_closed_begin(struct buf_reader *in, struct codec_cache_header *h,
+                          enum ring *ring, int64_t *start_s, char *err,
+                          size_t errlen);
+void *cacheval_closed_state(struct buf_reader *in, enum event_type type,
+                            char *err, size_t errlen);
 
 /* The starts of the closed buckets a query of WINDOW at NOW_US needs
  * (those the owner holds within the window; for WINDOW_ALL, the ring the

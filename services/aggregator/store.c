@@ -58,6 +58,12 @@ struct store_entry {
     int64_t unsettled_start[RING_COUNT][STORE_UNSETTLED_MAX];
     uint8_t unsettled_quiet[RING_COUNT][STORE_UNSETTLED_MAX];
     uint8_t unsettled_count[RING_COUNT];
+    /* The closed marks of the open value (cacheval_marks): the newest
+     * closed value written per ring, and whether the last flush wrote
+     * closed values, so that the next one writes the open value again
+     * with marks that show them stored. */
+    uint64_t closed_seq[RING_COUNT];
+    int resettle;
 };
 
 struct store {
@@ -443,6 +449,7 @@ store_write_closed(struct store_writes *w, struct store_entry *e,
     h.generation = e->generation;
     h.map_version = map_version;
     h.sequence = ++e->sequence;
+    e->closed_seq[ring] = h.sequence;
     buf_writer_create(&out, 256);
     cacheval_encode_closed(e->metric, &h, ring, start, &out);
     x = store_write_add(w, e);
@@ -558,9 +565,11 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
     struct codec_cache_header h = {0};
     struct cacheval_bucket held[RING_COUNT * STORE_UNSETTLED_MAX];
     size_t n_held = 0;
+    struct cacheval_marks marks;
     struct buf_writer out;
     struct store_write *x;
-    int rolled = 0;
+    uint64_t first = e->sequence + 1;    /* of this flush */
+    int rolled = 0, wrote;
 
     for (int r = 0; r < RING_COUNT; r++) {
         const struct ring_layout *layout = window_ring_layout(r);
@@ -588,14 +597,21 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
                                s->cache_format);
         store_settle(s, e, r, cur, map_version, w, held, &n_held);
     }
-    if (!e->dirty && !e->repair && !rolled)
+    wrote = e->sequence >= first;        /* closed values went out */
+    if (!e->dirty && !e->repair && !rolled && !e->resettle) {
+        e->resettle = wrote;
         return;
+    }
     h.version = s->cache_format;
     h.generation = e->generation;
     h.map_version = map_version;
     h.sequence = ++e->sequence;
     buf_writer_create(&out, 256);
     cacheval_encode_open(e->metric, &h, now_us, held, n_held, &out);
+    marks.flush_first = first;
+    memcpy(marks.closed_seq, e->closed_seq, sizeof(marks.closed_seq));
+    cacheval_encode_marks(&h, &marks, &out);
+    e->resettle = wrote;
     x = store_write_add(w, e);
     x->key_len = cache_key_open(x->key, e->name, e->name_len);
     x->value = buf_writer_release(&out, &x->len);

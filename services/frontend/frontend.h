@@ -59,6 +59,7 @@ struct frontend_options {
     long rpc_timeout_ms;
     long confirm_timeout_ms;
     long meta_ttl_ms;
+    long query_cache;                   /* metrics kept decoded; 0 = off */
     char *openrpc;
     char *tokens;
     long rate_limit;
@@ -68,6 +69,7 @@ struct frontend_options {
 
 struct meta;
 struct inbox;
+struct qcache;
 
 struct frontend {
     struct frontend_options opts;
@@ -82,6 +84,7 @@ struct frontend {
     struct publisher *publisher;
     struct inbox *inbox;
     struct meta *meta;
+    struct qcache *qcache;              /* NULL: --query-cache 0 */
     json_object *openrpc;               /* rpc.discover answer */
     struct auth *auth;                  /* NULL: auth off (loopback) */
     struct ratelimit *ratelimit;        /* NULL: --rate-limit 0 */

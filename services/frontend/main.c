@@ -18,6 +18,7 @@
 #include "frontend.h"
 #include "http.h"
 #include "log.h"
+#include "qcache.h"
 #include "xalloc.h"
 
 #define FRONTEND_HTTP_OK 200
@@ -64,6 +65,10 @@ static const struct config_option frontend_table[] = {
      60000, "how long to wait for a broker confirm before giving up"},
     {"meta-ttl-ms", CONFIG_INT, offsetof(struct frontend_options, meta_ttl_ms),
      "1000", 0, 60000, "how long a metric's type is cached locally"},
+    {"query-cache", CONFIG_INT,
+     offsetof(struct frontend_options, query_cache), "1024", 0, 1000000,
+     "metrics whose decoded closed buckets metrics.query keeps between "
+     "queries (0 = none: read and decode every bucket each time)"},
     {"openrpc", CONFIG_STRING, offsetof(struct frontend_options, openrpc),
      SCHEMA_DIR "/openrpc.json", 0, 0, "the OpenRPC document rpc.discover "
      "returns"},
@@ -462,6 +467,8 @@ main(int argc, char **argv)
     daemon_catch_signals();
     daemon_bus_config(&fe.opts.common, &fe.bus_config);
     fe.meta = meta_create(fe.opts.meta_ttl_ms);
+    if (fe.opts.query_cache > 0)
+        fe.qcache = qcache_create((size_t)fe.opts.query_cache);
     fe.publisher = publisher_create(&fe.bus_config, fe.map->instances,
                                     (int)fe.opts.confirm_timeout_ms,
                                     "tally-frontend publisher");
@@ -499,6 +506,7 @@ stop:
     inbox_destroy(fe.inbox);
     publisher_destroy(fe.publisher);
     meta_destroy(fe.meta);
+    qcache_destroy(fe.qcache);
 fail:
     if (status != 0)
         fprintf(stderr, "tally-frontend: %s\n", err);

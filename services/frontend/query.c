@@ -21,6 +21,7 @@
 #include "frontend.h"
 #include "log.h"
 #include "metric.h"
+#include "qcache.h"
 #include "state.h"
 #include "window.h"
 #include "xalloc.h"
@@ -122,6 +123,42 @@ query_render(const struct metric *m, enum window window, int64_t now,
     return out;
 }
 
+/* What query_render answers for a metric of TYPE whose window state is
+ * STATE (taken), without series: metric_render's fields in its order. */
+static json_object *
+query_render_state(enum event_type type, enum window window, int64_t now,
+                   void *state, int flags)
+{
+    const struct state_ops *ops = state_ops_for(type);
+    struct state_render_context ctx = {
+        .span_seconds = window_span_seconds(window, now),
+    };
+    json_object *out = json_object_new_object(), *fields;
+
+    json_object_object_add(out, "type",
+                           json_object_new_string(event_type_name(type)));
+    json_object_object_add(out, "window",
+                           json_object_new_string(window_name(window)));
+    fields = ops->render(state, &ctx);
+    json_object_object_foreach(fields, key, value)
+        json_object_object_add(out, key, json_object_get(value));
+    json_object_put(fields);
+    if (flags & QUERY_STATE) {
+        struct buf_writer bytes, text;
+
+        buf_writer_create(&bytes, 256);
+        buf_writer_create(&text, 512);
+        ops->encode(state, &bytes);
+        buf_put_base64(&text, bytes.data, bytes.len);
+        json_object_object_add(out, "state", json_object_new_string_len(
+            (const char *)text.data, (int)text.len));
+        buf_writer_destroy(&text);
+        buf_writer_destroy(&bytes);
+    }
+    ops->destroy(state);
+    return out;
+}
+
 /* From memcached: 1 with *OUT set (NULL for a deleted metric), or 0 when
  * the cache cannot answer (miss, incomplete, error). */
 static int
@@ -182,6 +219,128 @@ query_from_cache(struct frontend *fe, const char *name, size_t len,
     *out = query_render(open.metric, window, now, flags);
     cacheval_open_release(&open);
     return 1;
+}
+
+/* An open value read for the query cache: a copy, since the entry is
+ * taken only after the read. */
+struct query_open_copy {
+    uint8_t *data;
+    size_t len;
+};
+
+static void
+query_copy_open(void *ctx, size_t index, const uint8_t *value, size_t len)
+{
+    struct query_open_copy *copy = ctx;
+
+    (void)index;
+    free(copy->data);
+    copy->data = xmalloc(len > 0 ? len : 1);
+    memcpy(copy->data, value, len);
+    copy->len = len;
+}
+
+/* Closed values read for a query cache entry. */
+struct query_closed_fetch {
+    struct qcache *qcache;
+    struct qcache_entry *entry;
+    int bad;
+};
+
+static void
+query_found_cached(void *ctx, size_t index, const uint8_t *value, size_t len)
+{
+    struct query_closed_fetch *f = ctx;
+    char err[CODEC_ERR_MAX];
+
+    (void)index;
+    if (qcache_closed(f->qcache, f->entry, value, len, err, sizeof(err)) < 0)
+        f->bad = 1;
+}
+
+/* query_from_cache through the frontend's query cache: the open value is
+ * read every time, the closed buckets only when the cache cannot vouch
+ * for them (qcache.h). 1 with *OUT set (NULL for a deleted metric), 0 when
+ * the cache cannot answer, -1 when the query cache gave up on the metric
+ * (use query_from_cache). */
+static int
+query_from_qcache(struct frontend *fe, const char *name, size_t len,
+                  enum window window, int flags, int64_t now,
+                  json_object **out)
+{
+    struct query_open_copy copy = {0};
+    struct query_closed_fetch f = { .qcache = fe->qcache };
+    char key[CACHE_KEY_MAX], err[CACHE_ERR_MAX];
+    const char *keys[QUERY_BUCKETS_MAX];
+    char (*bucket_keys)[CACHE_KEY_MAX];
+    size_t key_lens[QUERY_BUCKETS_MAX];
+    int64_t starts[QUERY_BUCKETS_MAX];
+    uint64_t generation;
+    enum ring ring;
+    size_t n = 0;
+    int rc = 1, held;
+
+    keys[0] = key;
+    key_lens[0] = cache_key_open(key, name, len);
+    if (cache_mget(fe->cache, name, len, keys, key_lens, 1, query_copy_open,
+                   &copy, err, sizeof(err)) != 0 || copy.data == NULL) {
+        if (copy.data == NULL)
+            snprintf(err, sizeof(err), "no open value");
+        log_debug("query %.*s: %s", (int)len, name, err);
+        free(copy.data);
+        return 0;
+    }
+    f.entry = qcache_acquire(fe->qcache, name, len);
+    held = qcache_open(fe->qcache, f.entry, copy.data, copy.len, err,
+                       sizeof(err));
+    free(copy.data);
+    if (held < 0) {
+        log_debug("query %.*s: %s", (int)len, name, err);
+        qcache_release(fe->qcache, f.entry);
+        return 0;
+    }
+    if (held == QCACHE_DELETED) {
+        *out = NULL;
+        qcache_release(fe->qcache, f.entry);
+        return 1;
+    }
+    if (window != WINDOW_ALL || (flags & QUERY_SERIES))
+        n = qcache_missing(fe->qcache, f.entry, window, now, &ring,
+                           &generation, starts, QUERY_BUCKETS_MAX);
+    if (n == (size_t)-1) {
+        qcache_release(fe->qcache, f.entry);
+        return -1;
+    }
+    if (n > 0) {
+        bucket_keys = xcalloc(n, CACHE_KEY_MAX);
+        for (size_t i = 0; i < n; i++) {
+            key_lens[i] = cache_key_bucket(bucket_keys[i], name, len,
+                                           generation, ring, starts[i]);
+            keys[i] = bucket_keys[i];
+        }
+        if (cache_mget(fe->cache, name, len, keys, key_lens, n,
+                       query_found_cached, &f, err, sizeof(err)) != 0)
+            f.bad = 1;
+        free(bucket_keys);
+        if (f.bad)
+            rc = 0;
+    }
+    if (rc == 1 && (window != WINDOW_ALL || (flags & QUERY_SERIES))
+        && !qcache_complete(f.entry, window, now))
+        rc = 0;
+    if (rc == 1 && window != WINDOW_ALL && !(flags & QUERY_SERIES)) {
+        /* the merge under the entry's lock, the rendering after it */
+        enum event_type type = metric_type(qcache_metric(f.entry));
+        void *state = qcache_window_state(f.entry, window, now);
+
+        qcache_release(fe->qcache, f.entry);
+        *out = query_render_state(type, window, now, state, flags);
+        return rc;
+    }
+    if (rc == 1)
+        *out = query_render(qcache_metric(f.entry), window, now, flags);
+    qcache_release(fe->qcache, f.entry);
+    return rc;
 }
 
 /* From the owner: 0 with *OUT set (NULL when it does not exist), or -1 with
@@ -283,7 +442,13 @@ method_metrics_query(struct jsonrpc_call *call, void *ctx)
         size_t len = (size_t)json_object_get_string_len(name);
         char reason[QUERY_REASON_MAX];
 
-        if (!query_from_cache(fe, s, len, window, flags, now, &out)
+        int cached = fe->qcache != NULL
+                     ? query_from_qcache(fe, s, len, window, flags, now, &out)
+                     : -1;
+
+        if (cached < 0)
+            cached = query_from_cache(fe, s, len, window, flags, now, &out);
+        if (!cached
             && query_from_owner(fe, s, len, window, flags, now, &out,
                                 reason, sizeof(reason)) != 0) {
             json_object_put(metrics);
@@ -459,6 +624,29 @@ method_metrics_list(struct jsonrpc_call *call, void *ctx)
     return JSONRPC_DONE;
 }
 
+/* The query cache's counters (qcache_stats) for cluster.status. */
+static json_object *
+query_cache_status(struct qcache *qcache)
+{
+    json_object *o = json_object_new_object();
+    struct qcache_stats st;
+
+    qcache_stats(qcache, &st);
+    json_object_object_add(o, "metrics",
+                           json_object_new_int64((int64_t)st.entries));
+    json_object_object_add(o, "evicted",
+                           json_object_new_int64((int64_t)st.evicted));
+    json_object_object_add(o, "open_decoded",
+                           json_object_new_int64((int64_t)st.opens));
+    json_object_object_add(o, "closed_read",
+                           json_object_new_int64((int64_t)st.closed_read));
+    json_object_object_add(o, "closed_decoded",
+                           json_object_new_int64((int64_t)st.closed_decoded));
+    json_object_object_add(o, "closed_kept",
+                           json_object_new_int64((int64_t)st.closed_kept));
+    return o;
+}
+
 int
 method_cluster_status(struct jsonrpc_call *call, void *ctx)
 {
@@ -524,6 +712,9 @@ method_cluster_status(struct jsonrpc_call *call, void *ctx)
         inbox_ready(fe->inbox)));
     json_object_object_add(self, "republished", json_object_new_int64(
         (int64_t)publisher_republished(fe->publisher)));
+    if (fe->qcache != NULL)
+        json_object_object_add(self, "query_cache",
+                               query_cache_status(fe->qcache));
     json_object_object_add(result, "map_version",
                            json_object_new_int64((int64_t)map->version));
     json_object_object_add(result, "instance_count",
