@@ -171,7 +171,7 @@ assert_renders_as(struct qcache_entry *e, const struct metric *m)
 static void
 test_read_once_then_kept(void **unused)
 {
-    struct qcache *c = qcache_create(8);
+    struct qcache *c = qcache_create(8, 0);
     struct metric *m = owner_metric(1);
     struct qcache_entry *e;
     struct qcache_stats st;
@@ -207,7 +207,7 @@ test_read_once_then_kept(void **unused)
 static void
 test_unsettled_read_again_not_decoded(void **unused)
 {
-    struct qcache *c = qcache_create(8);
+    struct qcache *c = qcache_create(8, 0);
     struct metric *m = owner_metric(1);
     struct qcache_entry *e = qcache_acquire(c, "c", 1);
     struct qcache_stats st;
@@ -234,7 +234,7 @@ test_unsettled_read_again_not_decoded(void **unused)
 static void
 test_new_mark_reads_again(void **unused)
 {
-    struct qcache *c = qcache_create(8);
+    struct qcache *c = qcache_create(8, 0);
     struct metric *m = owner_metric(1);
     struct qcache_entry *e = qcache_acquire(c, "c", 1);
     const int64_t late[] = { T0 - 10 * MIN };
@@ -281,7 +281,7 @@ test_new_mark_reads_again(void **unused)
 static void
 test_tombstone_and_new_generation(void **unused)
 {
-    struct qcache *c = qcache_create(8);
+    struct qcache *c = qcache_create(8, 0);
     struct metric *m = owner_metric(1), *m2 = owner_metric(2);
     struct qcache_entry *e = qcache_acquire(c, "c", 1);
     struct codec_cache_header h = { .version = 2, .generation = 2,
@@ -318,7 +318,7 @@ test_tombstone_and_new_generation(void **unused)
 static void
 test_bad_values(void **unused)
 {
-    struct qcache *c = qcache_create(8);
+    struct qcache *c = qcache_create(8, 0);
     struct metric *m = owner_metric(1);
     struct qcache_entry *e = qcache_acquire(c, "c", 1);
     struct buf_writer v;
@@ -346,7 +346,7 @@ test_bad_values(void **unused)
 static void
 test_least_recently_used_go(void **unused)
 {
-    struct qcache *c = qcache_create(2);
+    struct qcache *c = qcache_create(2, 0);
     struct metric *m = owner_metric(1);
     const char *names[] = { "a", "b", "a", "c" };
     struct qcache_entry *e;
@@ -377,6 +377,57 @@ test_least_recently_used_go(void **unused)
     e = qcache_acquire(c, "c", 1);
     assert_null(qcache_metric(e));
     qcache_release(c, e);
+    metric_destroy(m);
+    qcache_destroy(c);
+}
+
+/* Past the byte budget the least recently used entries go, and the count
+ * follows what the entries hold. */
+static void
+test_byte_budget(void **unused)
+{
+    struct metric *m = owner_metric(1);
+    struct buf_writer open, closed;
+    struct qcache *c;
+    struct qcache_entry *e;
+    struct qcache_stats st;
+    uint64_t one;
+    char err[ERRLEN] = "";
+
+    (void)unused;
+    open_value(m, SEQ, SEQ, SEQ - 1, &open);
+    closed_value(m, closed_starts[0], SEQ - 1, &closed);
+    one = open.len + closed.len;
+    /* room for two metrics' values, not three */
+    c = qcache_create(100, (size_t)(2 * one + one / 2));
+    for (int i = 0; i < 3; i++) {
+        char name[2] = { (char)('a' + i), 0 };
+
+        e = qcache_acquire(c, name, 1);
+        assert_int_equal(qcache_open(c, e, open.data, open.len, err,
+                                     sizeof(err)), QCACHE_LIVE);
+        assert_int_equal(qcache_closed(c, e, closed.data, closed.len, err,
+                                       sizeof(err)), 1);
+        /* the same value again is not counted twice */
+        assert_int_equal(qcache_closed(c, e, closed.data, closed.len, err,
+                                       sizeof(err)), 1);
+        qcache_release(c, e);
+        qcache_stats(c, &st);
+        assert_int_equal(st.bytes, (uint64_t)(i + 1) * one);
+        assert_int_equal(st.evicted, 0);
+    }
+    /* over budget: the next new metric pushes out "a" (oldest) */
+    e = qcache_acquire(c, "d", 1);
+    qcache_release(c, e);
+    qcache_stats(c, &st);
+    assert_int_equal(st.evicted, 1);
+    assert_int_equal(st.entries, 3);
+    assert_int_equal(st.bytes, 2 * one);
+    qcache_forget(c, "b", 1);
+    qcache_stats(c, &st);
+    assert_int_equal(st.bytes, one);
+    buf_writer_destroy(&open);
+    buf_writer_destroy(&closed);
     metric_destroy(m);
     qcache_destroy(c);
 }
@@ -412,6 +463,7 @@ main(void)
         cmocka_unit_test(test_tombstone_and_new_generation),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_least_recently_used_go),
+        cmocka_unit_test(test_byte_budget),
         cmocka_unit_test(test_marks_bytes),
     };
 

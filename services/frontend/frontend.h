@@ -37,6 +37,7 @@
 
 #define FRONTEND_ORIGIN_MAX 64
 #define FRONTEND_REASON_MAX 256
+#define FRONTEND_MIB (1024 * 1024)
 
 /* Application error codes of whole calls (schema/errors.md). */
 #define FRONTEND_ERR_NOT_QUEUED 1201     /* events not durably queued */
@@ -60,6 +61,7 @@ struct frontend_options {
     long confirm_timeout_ms;
     long meta_ttl_ms;
     long query_cache;                   /* metrics kept decoded; 0 = off */
+    long query_cache_mb;                /* ... and their values' MiB */
     char *openrpc;
     char *tokens;
     long rate_limit;

@@ -69,6 +69,10 @@ static const struct config_option frontend_table[] = {
      offsetof(struct frontend_options, query_cache), "1024", 0, 1000000,
      "metrics whose decoded closed buckets metrics.query keeps between "
      "queries (0 = none: read and decode every bucket each time)"},
+    {"query-cache-mb", CONFIG_INT,
+     offsetof(struct frontend_options, query_cache_mb), "64", 0, 1048576,
+     "at most about this many MiB of cache values decoded for --query-cache "
+     "(0 = no limit but the metric count)"},
     {"openrpc", CONFIG_STRING, offsetof(struct frontend_options, openrpc),
      SCHEMA_DIR "/openrpc.json", 0, 0, "the OpenRPC document rpc.discover "
      "returns"},
@@ -468,7 +472,8 @@ main(int argc, char **argv)
     daemon_bus_config(&fe.opts.common, &fe.bus_config);
     fe.meta = meta_create(fe.opts.meta_ttl_ms);
     if (fe.opts.query_cache > 0)
-        fe.qcache = qcache_create((size_t)fe.opts.query_cache);
+        fe.qcache = qcache_create((size_t)fe.opts.query_cache,
+                                  (size_t)fe.opts.query_cache_mb * FRONTEND_MIB);
     fe.publisher = publisher_create(&fe.bus_config, fe.map->instances,
                                     (int)fe.opts.confirm_timeout_ms,
                                     "tally-frontend publisher");

@@ -46,6 +46,7 @@ struct qcache_slot {
     uint64_t round;           /* qcache_missing round that read it */
     uint8_t kind;             /* enum qcache_slot_kind */
     uint8_t confirmed;        /* read under a settled open value */
+    uint32_t bytes;           /* length of the closed value it came from */
 };
 
 /* The merge of a window's buckets that no open value holds, oldest
@@ -68,6 +69,8 @@ struct qcache_entry {
     pthread_mutex_t lock;
     int state;                             /* 0, QCACHE_LIVE, _DELETED */
     struct cacheval_open open;             /* open.metric: the entry's */
+    int64_t bytes;                         /* counted: open + slot bytes */
+    int64_t open_bytes;                    /* length of the open value */
     uint64_t round;
     struct qcache_slot slots[RING_COUNT][QCACHE_SLOTS];
     /* Bumped whenever a bucket of the ring changes but the one an open
@@ -81,6 +84,7 @@ struct qcache {
     struct qcache_entry **table;
     size_t table_size;                     /* power of two */
     size_t count, max;
+    uint64_t bytes, max_bytes;             /* bytes: atomic */
     struct qcache_entry *newest, *oldest;
     struct qcache_stats stats;             /* atomic counters */
 };
@@ -91,8 +95,17 @@ qcache_count(uint64_t *counter, uint64_t n)
     __atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
 }
 
+/* Adds DELTA to the bytes E and C count: the lengths of the values E's
+ * states were decoded from, an estimate of the memory they take. */
+static void
+qcache_account(struct qcache *c, struct qcache_entry *e, int64_t delta)
+{
+    e->bytes += delta;
+    __atomic_add_fetch(&c->bytes, (uint64_t)delta, __ATOMIC_RELAXED);
+}
+
 struct qcache *
-qcache_create(size_t max_metrics)
+qcache_create(size_t max_metrics, size_t max_bytes)
 {
     struct qcache *c = xcalloc(1, sizeof(*c));
 
@@ -101,6 +114,7 @@ qcache_create(size_t max_metrics)
             abort();           /* window.h grew past QCACHE_SLOTS */
     pthread_mutex_init(&c->lock, NULL);
     c->max = max_metrics > 0 ? max_metrics : 1;
+    c->max_bytes = max_bytes;
     c->table_size = QCACHE_TABLE_MIN;
     c->table = xcalloc(c->table_size, sizeof(*c->table));
     return c;
@@ -122,10 +136,19 @@ qcache_entry_clear(struct qcache_entry *e)
     e->state = 0;
 }
 
+/* Empties E and stops counting its bytes. */
 static void
-qcache_entry_free(struct qcache_entry *e)
+qcache_entry_reset(struct qcache *c, struct qcache_entry *e)
 {
+    qcache_account(c, e, -e->bytes);
+    e->open_bytes = 0;
     qcache_entry_clear(e);
+}
+
+static void
+qcache_entry_free(struct qcache *c, struct qcache_entry *e)
+{
+    qcache_entry_reset(c, e);
     pthread_mutex_destroy(&e->lock);
     free(e->name);
     free(e);
@@ -140,7 +163,7 @@ qcache_destroy(struct qcache *c)
         struct qcache_entry *e = c->newest;
 
         c->newest = e->older;
-        qcache_entry_free(e);
+        qcache_entry_free(c, e);
     }
     free(c->table);
     pthread_mutex_destroy(&c->lock);
@@ -201,7 +224,7 @@ qcache_remove(struct qcache *c, struct qcache_entry *e)
     qcache_list_unlink(c, e);
     c->count--;
     if (e->refs == 0)
-        qcache_entry_free(e);
+        qcache_entry_free(c, e);
     else
         e->dropped = 1;
 }
@@ -221,6 +244,14 @@ qcache_grow(struct qcache *c)
     c->table_size = size;
 }
 
+/* 1 if C counts more bytes than its budget (none: 0). */
+static int
+qcache_over_bytes(struct qcache *c)
+{
+    return c->max_bytes != 0
+           && __atomic_load_n(&c->bytes, __ATOMIC_RELAXED) > c->max_bytes;
+}
+
 struct qcache_entry *
 qcache_acquire(struct qcache *c, const char *name, size_t len)
 {
@@ -232,7 +263,7 @@ qcache_acquire(struct qcache *c, const char *name, size_t len)
     if (e == NULL) {
         /* Room first: the least recently used entries nobody holds. */
         for (struct qcache_entry *old = c->oldest;
-             old != NULL && c->count >= c->max;) {
+             old != NULL && (c->count >= c->max || qcache_over_bytes(c));) {
             struct qcache_entry *newer = old->newer;
 
             if (old->refs == 0) {
@@ -267,7 +298,7 @@ qcache_release(struct qcache *c, struct qcache_entry *e)
     pthread_mutex_unlock(&e->lock);
     pthread_mutex_lock(&c->lock);
     if (--e->refs == 0 && e->dropped)
-        qcache_entry_free(e);
+        qcache_entry_free(c, e);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -289,6 +320,7 @@ qcache_stats(struct qcache *c, struct qcache_stats *out)
     pthread_mutex_lock(&c->lock);
     out->entries = c->count;
     pthread_mutex_unlock(&c->lock);
+    out->bytes = __atomic_load_n(&c->bytes, __ATOMIC_RELAXED);
     out->evicted = __atomic_load_n(&c->stats.evicted, __ATOMIC_RELAXED);
     out->opens = __atomic_load_n(&c->stats.opens, __ATOMIC_RELAXED);
     out->closed_read = __atomic_load_n(&c->stats.closed_read,
@@ -320,14 +352,16 @@ qcache_slot(struct qcache_entry *e, enum ring ring, int64_t start)
     return &e->slots[ring][qcache_pos(ring, start)];
 }
 
-/* Marks the buckets E's open value holds as held. */
+/* Marks the buckets E's open value holds as held (counted with the open
+ * value from then on). */
 static void
-qcache_mark_held(struct qcache_entry *e)
+qcache_mark_held(struct qcache *c, struct qcache_entry *e)
 {
     for (size_t i = 0; i < e->open.held_count; i++) {
         const struct cacheval_bucket *b = &e->open.held[i];
         struct qcache_slot *s = qcache_slot(e, b->ring, b->start_s);
 
+        qcache_account(c, e, -(int64_t)s->bytes);
         memset(s, 0, sizeof(*s));
         s->start = b->start_s;
         s->seq = e->open.header.sequence;
@@ -335,14 +369,18 @@ qcache_mark_held(struct qcache_entry *e)
     }
 }
 
-/* Makes the decoded value O (taken) all that E holds. */
+/* Makes the decoded value O (taken; LEN bytes encoded) all that E
+ * holds. */
 static int
-qcache_take(struct qcache_entry *e, struct cacheval_open *o)
+qcache_take(struct qcache *c, struct qcache_entry *e, struct cacheval_open *o,
+            size_t len)
 {
-    qcache_entry_clear(e);
+    qcache_entry_reset(c, e);
     e->open = *o;
     e->state = o->metric == NULL ? QCACHE_DELETED : QCACHE_LIVE;
-    qcache_mark_held(e);
+    qcache_mark_held(c, e);
+    qcache_account(c, e, (int64_t)len);
+    e->open_bytes = (int64_t)len;
     return e->state;
 }
 
@@ -351,7 +389,8 @@ qcache_take(struct qcache_entry *e, struct cacheval_open *o)
  * O (its metric freed) becomes E's open value. -1 (E unchanged but for
  * some buckets) if the metric refused a bucket. */
 static int
-qcache_transplant(struct qcache_entry *e, struct cacheval_open *o)
+qcache_transplant(struct qcache *c, struct qcache_entry *e,
+                  struct cacheval_open *o, size_t len)
 {
     const struct state_ops *ops = state_ops_for(metric_type(o->metric));
     struct metric *m = e->open.metric;
@@ -377,7 +416,9 @@ qcache_transplant(struct qcache_entry *e, struct cacheval_open *o)
     cacheval_open_release(&e->open);
     e->open = *o;
     e->open.metric = m;
-    qcache_mark_held(e);
+    qcache_mark_held(c, e);
+    qcache_account(c, e, (int64_t)len - e->open_bytes);
+    e->open_bytes = (int64_t)len;
     return 0;
 }
 
@@ -400,8 +441,8 @@ qcache_open(struct qcache *c, struct qcache_entry *e, const uint8_t *value,
     if (o.metric == NULL || e->state != QCACHE_LIVE
         || e->open.header.generation != o.header.generation
         || e->open.header.type != o.header.type
-        || qcache_transplant(e, &o) != 0)
-        return qcache_take(e, &o);
+        || qcache_transplant(c, e, &o, len) != 0)
+        return qcache_take(c, e, &o, len);
     return QCACHE_LIVE;
 }
 
@@ -457,7 +498,7 @@ qcache_missing(struct qcache *c, struct qcache_entry *e, enum window window,
     e->round++;
     *generation = e->open.header.generation;
     if (!qcache_consistent(e, window, now_us, *ring, wanted, n)) {
-        qcache_entry_clear(e);
+        qcache_entry_reset(c, e);
         return (size_t)-1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -501,6 +542,8 @@ qcache_closed(struct qcache *c, struct qcache_entry *e, const uint8_t *value,
             return -1;
         qcache_count(&c->stats.closed_decoded, 1);
         e->version[ring]++;
+        qcache_account(c, e, (int64_t)len - (int64_t)s->bytes);
+        s->bytes = (uint32_t)len;
         if (metric_set_bucket(e->open.metric, ring, start, state) != 0)
             return 0;
     }

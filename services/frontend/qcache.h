@@ -19,8 +19,9 @@
  * bucket of the window is read again, but still decoded only when new.
  *
  * Entries are keyed by name and hold one generation of a metric; a newer
- * generation or a tombstone resets them. At most MAX_METRICS entries are
- * kept, the least recently used going first. Thread-safe: an entry is
+ * generation or a tombstone resets them. At most MAX_METRICS entries and
+ * about MAX_BYTES of values are kept, the least recently used going
+ * first. Thread-safe: an entry is
  * locked from qcache_acquire to qcache_release, and everything in between
  * (including the caller's reads from memcached for it) runs under that
  * lock, so queries of one metric take turns while queries of others run.
@@ -45,6 +46,7 @@ struct qcache_entry;
 /* Counters since qcache_create (for cluster.status and the tests). */
 struct qcache_stats {
     uint64_t entries;        /* held now */
+    uint64_t bytes;          /* encoded bytes of the values they hold */
     uint64_t evicted;        /* dropped to stay within MAX_METRICS */
     uint64_t opens;          /* open values decoded (new sequences) */
     uint64_t closed_read;    /* closed values handed to qcache_closed */
@@ -52,8 +54,11 @@ struct qcache_stats {
     uint64_t closed_kept;    /* window buckets used without a read */
 };
 
-/* A new cache of at most MAX_METRICS (>= 1) entries, owned by the caller. */
-struct qcache *qcache_create(size_t max_metrics);
+/* A new cache of at most MAX_METRICS (>= 1) entries, owned by the
+ * caller. Past MAX_BYTES (0: no limit) of values held -- the encoded
+ * lengths of the open and closed values the entries' states came from, an
+ * estimate of their memory -- the least recently used entries go too. */
+struct qcache *qcache_create(size_t max_metrics, size_t max_bytes);
 void qcache_destroy(struct qcache *c);
 
 /* NAME's entry (LEN bytes, borrowed), made empty if there is none, locked

@@ -636,6 +636,8 @@ query_cache_status(struct qcache *qcache)
                            json_object_new_int64((int64_t)st.entries));
     json_object_object_add(o, "evicted",
                            json_object_new_int64((int64_t)st.evicted));
+    json_object_object_add(o, "bytes",
+                           json_object_new_int64((int64_t)st.bytes));
     json_object_object_add(o, "open_decoded",
                            json_object_new_int64((int64_t)st.opens));
     json_object_object_add(o, "closed_read",
