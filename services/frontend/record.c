@@ -9,6 +9,8 @@
  *            --meta_lookup------> 1010 type conflict
  *            --fold-------------> partial state per (name, granule)
  *            --codec------------> one message per instance --> publisher
+ *                                 (a partial state, or the event itself
+ *                                 when it is the granule's only one)
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -58,6 +60,8 @@ struct record_fold {
     int64_t first_us, last_us;
     uint64_t count;
     void *state;
+    struct event first;        /* the first event folded (strings borrowed
+                                  from the request) */
 };
 
 struct record_table {
@@ -280,6 +284,13 @@ record_encode(struct record *r, struct record_table *t, uint32_t instance,
 
         if (!r->has_batch_key && slotmap_owner(r->map, n->slot) != instance)
             continue;
+        /* A lone event goes as it came: folding it costs an aggregator
+         * far less than decoding and merging a state made of it. */
+        if (f->count == 1) {
+            if (codec_put_event(&enc, n->slot, n->generation, &f->first) != 0)
+                break;
+            continue;
+        }
         buf_writer_reset(&state);
         state_ops_for(n->type)->encode(f->state, &state);
         if (codec_put_partial(&enc, n->slot, n->type, n->generation, n->name,
@@ -401,6 +412,8 @@ record_source_events(struct record *r, const struct record_source *src,
         f = record_find_fold(&t, (size_t)name,
                              window_align(ev.time_us, WINDOW_GRANULE_S));
         state_ops_for(ev.type)->fold(f->state, &ev);
+        if (f->count == 0)
+            f->first = ev;
         if (ev.time_us < f->first_us)
             f->first_us = ev.time_us;
         if (ev.time_us > f->last_us)
