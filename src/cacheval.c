@@ -115,6 +115,23 @@ cacheval_encode_tombstone(struct codec_cache_header *h, struct buf_writer *out)
     codec_cache_header_encode(h, out);
 }
 
+/* Reads "ring u8, start_s svarint" and checks them. 0, or -1 with a
+ * reason in ERR. */
+static int
+cacheval_get_place(struct buf_reader *in, enum ring *ring, int64_t *start_s,
+                   char *err, size_t errlen)
+{
+    uint8_t r;
+
+    if (buf_get_u8(in, &r) != 0 || buf_get_svarint(in, start_s) != 0)
+        return cacheval_fail(err, errlen, "truncated bucket");
+    if (r >= RING_COUNT || *start_s < 0
+        || *start_s % window_ring_layout(r)->width_s != 0)
+        return cacheval_fail(err, errlen, "bad bucket ring or start");
+    *ring = (enum ring)r;
+    return 0;
+}
+
 /* Reads "ring u8, start_s svarint, state" of TYPE. Returns the state (owned
  * by the caller) or NULL with a reason in ERR. */
 static void *
@@ -122,20 +139,11 @@ cacheval_get_bucket(struct buf_reader *in, enum event_type type,
                     enum ring *ring, int64_t *start_s, char *err,
                     size_t errlen)
 {
-    uint8_t r;
     enum event_type got;
     void *state;
 
-    if (buf_get_u8(in, &r) != 0 || buf_get_svarint(in, start_s) != 0) {
-        cacheval_fail(err, errlen, "truncated bucket");
+    if (cacheval_get_place(in, ring, start_s, err, errlen) != 0)
         return NULL;
-    }
-    if (r >= RING_COUNT || *start_s < 0
-        || *start_s % window_ring_layout(r)->width_s != 0) {
-        cacheval_fail(err, errlen, "bad bucket ring or start");
-        return NULL;
-    }
-    *ring = (enum ring)r;
     state = state_decode_any(in, &got, err, errlen);
     if (state != NULL && got != type) {
         state_ops_for(got)->destroy(state);
@@ -334,19 +342,11 @@ cacheval_closed_begin(struct buf_reader *in, struct codec_cache_header *h,
                       enum ring *ring, int64_t *start_s, char *err,
                       size_t errlen)
 {
-    uint8_t r;
-
     if (codec_cache_header_decode(in, h, err, errlen) != 0)
         return -1;
     if (h->kind != CODEC_CACHE_CLOSED_BUCKET)
         return cacheval_fail(err, errlen, "not a closed-bucket value");
-    if (buf_get_u8(in, &r) != 0 || buf_get_svarint(in, start_s) != 0)
-        return cacheval_fail(err, errlen, "truncated bucket");
-    if (r >= RING_COUNT || *start_s < 0
-        || *start_s % window_ring_layout(r)->width_s != 0)
-        return cacheval_fail(err, errlen, "bad bucket ring or start");
-    *ring = (enum ring)r;
-    return 0;
+    return cacheval_get_place(in, ring, start_s, err, errlen);
 }
 
 void *

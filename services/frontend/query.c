@@ -97,6 +97,24 @@ query_found_closed(void *ctx, size_t index, const uint8_t *value, size_t len)
         f->bad = 1;
 }
 
+/* Adds "state": STATE (borrowed, of OPS) in its canonical encoding
+ * (schema/state-encoding.md), base64, to OUT. */
+static void
+query_add_state(json_object *out, const struct state_ops *ops,
+                const void *state)
+{
+    struct buf_writer bytes, text;
+
+    buf_writer_create(&bytes, 256);
+    buf_writer_create(&text, 512);
+    ops->encode(state, &bytes);
+    buf_put_base64(&text, bytes.data, bytes.len);
+    json_object_object_add(out, "state", json_object_new_string_len(
+        (const char *)text.data, (int)text.len));
+    buf_writer_destroy(&text);
+    buf_writer_destroy(&bytes);
+}
+
 /* metric_render, plus with QUERY_STATE the window's merged state in its
  * canonical encoding (schema/state-encoding.md), base64. */
 static json_object *
@@ -108,16 +126,8 @@ query_render(const struct metric *m, enum window window, int64_t now,
     if (flags & QUERY_STATE) {
         const struct state_ops *ops = state_ops_for(metric_type(m));
         void *state = metric_window_state(m, window, now);
-        struct buf_writer bytes, text;
 
-        buf_writer_create(&bytes, 256);
-        buf_writer_create(&text, 512);
-        ops->encode(state, &bytes);
-        buf_put_base64(&text, bytes.data, bytes.len);
-        json_object_object_add(out, "state", json_object_new_string_len(
-            (const char *)text.data, (int)text.len));
-        buf_writer_destroy(&text);
-        buf_writer_destroy(&bytes);
+        query_add_state(out, ops, state);
         ops->destroy(state);
     }
     return out;
@@ -143,18 +153,8 @@ query_render_state(enum event_type type, enum window window, int64_t now,
     json_object_object_foreach(fields, key, value)
         json_object_object_add(out, key, json_object_get(value));
     json_object_put(fields);
-    if (flags & QUERY_STATE) {
-        struct buf_writer bytes, text;
-
-        buf_writer_create(&bytes, 256);
-        buf_writer_create(&text, 512);
-        ops->encode(state, &bytes);
-        buf_put_base64(&text, bytes.data, bytes.len);
-        json_object_object_add(out, "state", json_object_new_string_len(
-            (const char *)text.data, (int)text.len));
-        buf_writer_destroy(&text);
-        buf_writer_destroy(&bytes);
-    }
+    if (flags & QUERY_STATE)
+        query_add_state(out, ops, state);
     ops->destroy(state);
     return out;
 }
