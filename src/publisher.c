@@ -24,6 +24,11 @@
 #define PUBLISHER_CONTENT_TYPE "application/x-tally-batch"
 #define PUBLISHER_QUEUE_BYTES_MAX (256u * 1024u * 1024u)
 #define PUBLISHER_US_PER_MS 1000
+/* Unconfirmed messages at most; while that many are out, items wait and
+ * go together in the next ones. Busy frontends then send fewer, larger
+ * messages (RabbitMQ's cost is per message), and an idle one still sends
+ * each item at once. */
+#define PUBLISHER_FLIGHTS_MAX 4
 
 struct publisher_item {
     struct publisher_item *next;
@@ -702,7 +707,7 @@ publisher_run(void *arg)
             publisher_finish_list(publisher_take_queue(p), 0,
                                   "RabbitMQ is blocked by a resource alarm; "
                                   "retry");
-        else
+        else if (p->flight_count < PUBLISHER_FLIGHTS_MAX)
             publisher_send_all(p, publisher_take_queue(p));
         while (p->bus != NULL
                && (rc = bus_wait(p->bus, 0, &ev, err, sizeof(err))) != 0) {
