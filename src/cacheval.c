@@ -153,15 +153,14 @@ cacheval_get_bucket(struct buf_reader *in, enum event_type type,
     return state;
 }
 
-/* 1 if OPEN already holds a bucket that a bucket of RING at START may not
- * join: the same bucket, or in version 1 any other of that ring. */
+/* 1 if OPEN holds RING's bucket at START; with ANY_START, any of RING's. */
 static int
-cacheval_repeated(const struct cacheval_open *open, enum ring ring,
-                  int64_t start)
+cacheval_holds(const struct cacheval_open *open, enum ring ring, int64_t start,
+               int any_start)
 {
     for (size_t i = 0; i < open->held_count; i++)
         if (open->held[i].ring == ring
-            && (open->held[i].start_s == start || open->header.version == 1))
+            && (any_start || open->held[i].start_s == start))
             return 1;
     return 0;
 }
@@ -266,7 +265,8 @@ cacheval_decode_open(const uint8_t *value, size_t len,
         state = cacheval_get_bucket(&in, type, &ring, &start, err, errlen);
         if (state == NULL)
             goto fail;
-        if (cacheval_repeated(out, ring, start)) {
+        /* a bucket twice, or in version 1 a second one of a ring */
+        if (cacheval_holds(out, ring, start, out->header.version == 1)) {
             /* not handed to the metric yet: ours to free */
             state_ops_for(type)->destroy(state);
             cacheval_fail(err, errlen, "open bucket repeated or refused");
@@ -295,15 +295,6 @@ fail:
     return -1;
 }
 
-static int
-cacheval_holds(const struct cacheval_open *open, enum ring ring, int64_t start)
-{
-    for (size_t i = 0; i < open->held_count; i++)
-        if (open->held[i].ring == ring && open->held[i].start_s == start)
-            return 1;
-    return 0;
-}
-
 int
 cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
                       size_t len, char *err, size_t errlen)
@@ -330,7 +321,8 @@ cacheval_apply_closed(struct cacheval_open *open, const uint8_t *value,
         state_ops_for((enum event_type)h.type)->destroy(state);
         return cacheval_fail(err, errlen, "trailing bytes");
     }
-    if (cacheval_holds(open, ring, start) && h.sequence < open->header.sequence) {
+    if (cacheval_holds(open, ring, start, 0)
+        && h.sequence < open->header.sequence) {
         state_ops_for((enum event_type)h.type)->destroy(state);
         return 0;
     }

@@ -191,6 +191,17 @@ store_remove(struct store *s, struct store_entry *e)
 /* Applying messages                                                       */
 /* ---------------------------------------------------------------------- */
 
+/* The position of START in RING's unsettled list, or -1. */
+static int
+store_unsettled_find(const struct store_entry *e, enum ring ring,
+                     int64_t start)
+{
+    for (int i = 0; i < e->unsettled_count[ring]; i++)
+        if (e->unsettled_start[ring][i] == start)
+            return i;
+    return -1;
+}
+
 static void
 store_mark(struct store_entry *e, int64_t time_us, int64_t now_us)
 {
@@ -198,18 +209,15 @@ store_mark(struct store_entry *e, int64_t time_us, int64_t now_us)
     e->updated_us = now_us;
     for (int r = 0; r < RING_COUNT; r++) {
         int64_t start = window_align(time_us, window_ring_layout(r)->width_s);
-        int i;
+        int i = store_unsettled_find(e, r, start);
 
-        for (i = 0; i < e->unsettled_count[r]; i++)
-            if (e->unsettled_start[r][i] == start)
-                break;
-        if (i == e->unsettled_count[r]) {
-            if (i == STORE_UNSETTLED_MAX) {
+        if (i < 0) {
+            if (e->unsettled_count[r] == STORE_UNSETTLED_MAX) {
                 e->repair = 1;
                 continue;
             }
+            i = e->unsettled_count[r]++;
             e->unsettled_start[r][i] = start;
-            e->unsettled_count[r]++;
         }
         e->unsettled_quiet[r][i] = 0;
     }
@@ -460,16 +468,6 @@ store_write_closed(struct store_writes *w, struct store_entry *e,
                              + STORE_EXPIRE_MARGIN_S);
 }
 
-static int
-store_unsettled_has(const struct store_entry *e, enum ring ring,
-                    int64_t start)
-{
-    for (int i = 0; i < e->unsettled_count[ring]; i++)
-        if (e->unsettled_start[ring][i] == start)
-            return 1;
-    return 0;
-}
-
 /* Drops entry I of RING's unsettled list (order is not kept). */
 static void
 store_unsettled_drop(struct store_entry *e, enum ring ring, int i)
@@ -592,7 +590,7 @@ store_collect_entry(struct store *s, struct store_entry *e, int64_t now_us,
         /* The bucket open at the last open value has closed since: unless
          * it changed (then it is in the list), it gets its own value. */
         if (e->open_start[r] != -1 && e->open_start[r] != cur
-            && !store_unsettled_has(e, r, e->open_start[r]))
+            && store_unsettled_find(e, r, e->open_start[r]) < 0)
             store_write_closed(w, e, r, e->open_start[r], map_version,
                                s->cache_format);
         store_settle(s, e, r, cur, map_version, w, held, &n_held);
